@@ -1,0 +1,12 @@
+"""Transfer-learning image classification with PyTorch Lightning and Hydra."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+# The repository root (configs/, data/, logs/ live there); configs refer to it as ${project_root:}.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "configs"
+
+OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), replace=True)
+OmegaConf.register_new_resolver("len", len, replace=True)

@@ -1,0 +1,41 @@
+"""Metrics of a checkpoint on its run's saved validation split, or on a labelled csv (data.test_csv=...).
+
+    python -m vehicle_transfer.eval ckpt_path=logs/train/runs/<time>/checkpoints/best.ckpt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, open_dict
+
+from vehicle_transfer import CONFIG_DIR
+from vehicle_transfer.data.datamodule import VAL_SPLIT_FILE
+from vehicle_transfer.paths import from_project_root
+from vehicle_transfer.runs import build_trainer, load_checkpoint, scalar_metrics, seed_run, write_metrics
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    seed_run(cfg)
+    if not cfg.data.test_csv and not cfg.data.val_split_csv:
+        # The checkpoint lives in <run dir>/checkpoints/; its run saved the validation names beside them.
+        with open_dict(cfg):
+            cfg.data.val_split_csv = str(from_project_root(cfg.ckpt_path).parent.parent / VAL_SPLIT_FILE)
+    model, datamodule = load_checkpoint(cfg)
+    trainer = build_trainer(cfg)
+    trainer.test(model, datamodule=datamodule)
+    metrics = scalar_metrics(trainer.callback_metrics)
+    metrics |= {"test/confusion_matrix": model.confusion_matrices.get("test"), "ckpt_path": cfg.ckpt_path,
+                "evaluated_on": cfg.data.test_csv or cfg.data.val_split_csv}
+    write_metrics(Path(cfg.paths.output_dir), metrics)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

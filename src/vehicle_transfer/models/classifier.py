@@ -1,0 +1,162 @@
+"""The LightningModule: a backbone (pretrained or not) plus a new linear head for the data set's classes."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import AUROC, Accuracy, ConfusionMatrix, F1Score, MaxMetric, MetricCollection
+
+from vehicle_transfer.models.backbones import build_backbone
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
+
+
+class ImageClassifier(L.LightningModule):
+    """Takes uint8 image batches (N, 3, H, W); normalises them with the backbone's own statistics.
+
+    `optimizer` and `scheduler` are Hydra configs with `_partial_: true` (kept as plain dicts so
+    checkpoints stay loadable); the scheduler partial receives total_steps and phase_starts.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        image_size: int = 224,
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        channels_last: bool = True,
+        backbone_lr_factor: float = 1.0,
+        lr_phase_epochs: list[int] | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ):
+        super().__init__()
+        optimizer = _plain(optimizer) or DEFAULT_OPTIMIZER
+        scheduler, lr_phase_epochs = _plain(scheduler), list(lr_phase_epochs or [])
+        self.save_hyperparameters()
+        built = build_backbone(backbone, pretrained, image_size, weights_path)
+        self.backbone = built.features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(built.num_features, num_classes))
+        # Statistics scaled to uint8 input; not saved, they follow from the backbone name.
+        self.register_buffer("mean", torch.tensor(built.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(built.std).view(1, 3, 1, 1) * 255, persistent=False)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+
+        metrics = MetricCollection(
+            {
+                "acc": Accuracy(task="multiclass", num_classes=num_classes),
+                "f1": F1Score(task="multiclass", num_classes=num_classes, average="macro"),
+                "auroc": AUROC(task="multiclass", num_classes=num_classes),
+            }
+        )
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
+        self.confusion = {stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")}
+        self.val_confusion, self.test_confusion = self.confusion["val"], self.confusion["test"]  # registered as submodules
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
+        self.confusion_matrices: dict[str, list[list[int]]] = {}
+
+    # ---- model ---------------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.mean) / self.std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.head(self.backbone(x))
+
+    def train(self, mode: bool = True):
+        """Keep BatchNorm layers whose parameters are frozen in eval mode: their statistics must not drift."""
+        super().train(mode)
+        if mode:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
+                ):
+                    module.eval()
+        return self
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        probs = logits.detach().float().softmax(dim=1)
+        getattr(self, f"{stage}_metrics").update(probs, labels)
+        if stage in self.confusion:
+            self.confusion[stage].update(probs, labels)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self(batch[0]).float().softmax(dim=1)
+
+    # ---- epoch ends ----------------------------------------------------------------------------
+    def on_train_epoch_end(self):
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self):
+        values = self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(values["val/acc"])
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self):
+        self._log_epoch("test")
+
+    def _log_epoch(self, stage: str) -> dict:
+        metrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict(values, prog_bar=stage == "val")
+        if stage in self.confusion:
+            matrix = self.confusion[stage].compute().tolist()
+            self.confusion[stage].reset()
+            self.confusion_matrices[stage] = matrix
+            if self.logger is not None and hasattr(self.logger.experiment, "add_text"):
+                rows = "\n".join(f"| true {i} | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(matrix))
+                header = "| | " + " | ".join(f"pred {j}" for j in range(len(matrix))) + " |\n|" + "---|" * (len(matrix) + 1)
+                self.logger.experiment.add_text(f"{stage}/confusion_matrix", f"{header}\n{rows}", self.current_epoch)
+        return values
+
+    # ---- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """Every parameter is in a group from the start, frozen or not: freezing only toggles
+        requires_grad, so optimizer state and LR schedules survive unfreezing and resuming."""
+        groups = []
+        for part, scale in ((self.backbone, self.hparams.backbone_lr_factor), (self.head, 1.0)):
+            params = list(part.parameters())
+            # No weight decay on biases and normalisation weights.
+            groups.append({"params": [p for p in params if p.ndim > 1], "lr_scale": scale})
+            groups.append({"params": [p for p in params if p.ndim <= 1], "lr_scale": scale, "weight_decay": 0.0})
+        optimizer = instantiate(self.hparams.optimizer)([g for g in groups if g["params"]])
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]
+        if not self.hparams.scheduler:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs
+        per_epoch = total // epochs if epochs and epochs > 0 else total
+        starts = [epoch * per_epoch for epoch in self.hparams.lr_phase_epochs]
+        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=total, phase_starts=starts)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _plain(config):
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import compose_config
+from vehicle_transfer import CONFIG_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+
+
+def test_the_issue_experiments_exist():
+    assert {"seed_cnn", "seed_vgg16_frozen", "resnet50_feature_extraction", "resnet50_finetune", "lite0_finetune"} <= set(
+        EXPERIMENTS
+    )
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_resolves(experiment, tmp_path):
+    cfg = compose_config("train", tmp_path, [f"experiment={experiment}"])
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    assert resolved["model"]["backbone"]
+    assert resolved["data"]["image_size"] == resolved["model"]["image_size"]
+
+
+@pytest.mark.parametrize("group", ["model", "finetune", "trainer", "debug", "data"])
+def test_every_group_option_composes(group, tmp_path):
+    for option in sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")):
+        OmegaConf.to_container(compose_config("train", tmp_path, [f"{group}={option}"] + (["model.backbone=resnet18"] if option == "pretrained" else [])), resolve=True)
+
+
+def test_experiment_settings_match_the_seed_articles(tmp_path):
+    cnn = compose_config("train", tmp_path, ["experiment=seed_cnn"])
+    assert (cnn.model.backbone, cnn.trainer.max_epochs, cnn.data.batch_size) == ("cnn", 15, 128)
+    vgg = compose_config("train", tmp_path, ["experiment=seed_vgg16_frozen"])
+    assert (vgg.model.backbone, vgg.finetune.unfreeze_at_epochs, vgg.trainer.max_epochs, vgg.data.batch_size) == (
+        "vgg16", [], 30, 128)
+
+
+def test_finetune_choice_reaches_the_model(tmp_path):
+    cfg = compose_config("train", tmp_path, ["finetune=freeze_unfreeze"])
+    assert cfg.model.lr_phase_epochs == cfg.finetune.callback.unfreeze_at_epochs == [2]
+    assert cfg.model.backbone_lr_factor == 0.1
+
+
+@pytest.mark.parametrize("name", ["eval", "predict"])
+def test_eval_and_predict_compose(name, tmp_path):
+    cfg = compose_config(name, tmp_path, ["ckpt_path=x.ckpt"])
+    OmegaConf.to_container(cfg, resolve=True)

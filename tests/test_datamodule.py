@@ -1,0 +1,95 @@
+import csv
+import hashlib
+import random
+import re
+from collections import Counter
+
+import pytest
+import torch
+
+from vehicle_transfer.data import CsvImageDataModule
+from vehicle_transfer.data.table import DataError
+
+
+def split_of(root, **kwargs):
+    dm = CsvImageDataModule(root=str(root), **kwargs)
+    dm.setup("fit")
+    return dm
+
+
+def test_split_is_stratified_and_deterministic(shared_data):
+    a, b = split_of(shared_data, split_seed=0), split_of(shared_data, split_seed=0)
+    assert a.val_table.names == b.val_table.names
+    total, val = Counter(a.table.labels), Counter(a.val_table.labels)
+    assert len(a.train_table) + len(a.val_table) == 1646
+    for label in (0, 1):  # each class is held out at 10%, within a duplicate group's size
+        assert abs(val[label] - 0.1 * total[label]) <= 3
+    assert split_of(shared_data, split_seed=1).val_table.names != a.val_table.names
+
+
+def test_identical_images_never_cross_the_split(shared_data):
+    dm = split_of(shared_data)
+    digest = lambda table: {hashlib.sha1(p.read_bytes()).hexdigest() for p in table.paths}
+    assert not digest(dm.train_table) & digest(dm.val_table)
+
+
+def test_split_ignores_row_order_and_file_names(shared_data, tmp_path):
+    """The same images under shuffled rows and other names give the same split."""
+    rows = list(csv.DictReader(open(shared_data / "train.csv")))
+    random.Random(0).shuffle(rows)
+    (tmp_path / "images").mkdir()
+    renamed = {}
+    for i, row in enumerate(rows):
+        renamed[row["image_names"]] = f"img_{i:04d}.jpg"
+        (tmp_path / "images" / renamed[row["image_names"]]).symlink_to(shared_data / "images" / row["image_names"])
+    with open(tmp_path / "emergency_classification.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_names", "emergency_or_not"])
+        writer.writerows((renamed[r["image_names"]], r["emergency_or_not"]) for r in rows)
+    original, shuffled = split_of(shared_data), split_of(tmp_path)  # also: the course layout is found
+    assert sorted(renamed[n] for n in original.val_table.names) == sorted(shuffled.val_table.names)
+
+
+def test_hackathon_layout_with_train_folder(shared_data, tmp_path):
+    (tmp_path / "train").symlink_to(shared_data / "images")
+    (tmp_path / "train.csv").symlink_to(shared_data / "train.csv")
+    assert len(split_of(tmp_path).table) == 1646
+
+
+def test_batches_are_uint8_images_at_the_backbone_size(shared_data, tmp_path):
+    dm = CsvImageDataModule(root=str(shared_data), subset=64, image_size=96, batch_size=8, augment="strong")
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))
+    assert images.shape == (8, 3, 96, 96) and images.dtype == torch.uint8
+    assert set(labels.tolist()) <= {0, 1}
+    dm.save_split(tmp_path)
+    reused = CsvImageDataModule(root=str(shared_data), subset=64, val_split_csv=str(tmp_path / "val_split.csv"))
+    reused.setup("validate")
+    assert reused.val_table.names == dm.val_table.names
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+@pytest.mark.parametrize(
+    "header, rows, message",
+    [
+        (["name", "emergency_or_not"], [["0.jpg", "0"]], "column(s) ['image_names'] not found"),
+        (["image_names", "emergency_or_not"], [["0.jpg", "2"]], "line 2: '2'"),
+        (["image_names", "emergency_or_not"], [["0.jpg", ""]], "outside the classes"),
+        (["image_names", "emergency_or_not"], [["nope.jpg", "1"]], "missing from"),
+        (["image_names", "emergency_or_not"], [], "no rows"),
+    ],
+)
+def test_bad_csv_gets_a_clear_error(shared_data, tmp_path, header, rows, message):
+    (tmp_path / "images").symlink_to(shared_data / "images")
+    write_csv(tmp_path / "train.csv", header, rows)
+    with pytest.raises(DataError, match=re.escape(message)):
+        split_of(tmp_path)
+
+
+def test_missing_data_folder_says_how_to_fix(tmp_path):
+    with pytest.raises(DataError, match="prepare_data.py"):
+        split_of(tmp_path / "absent")

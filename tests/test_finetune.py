@@ -1,0 +1,75 @@
+"""Each strategy trains exactly the parameters it should: checked with a real optimizer step on real images."""
+
+import pytest
+import torch
+from torch import nn
+
+from vehicle_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
+from vehicle_transfer.data import CsvImageDataModule
+from vehicle_transfer.models.classifier import ImageClassifier
+
+
+@pytest.fixture(scope="module")
+def batch(shared_data):
+    dm = CsvImageDataModule(root=str(shared_data), subset=32, image_size=96, batch_size=16)
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def one_step(model: ImageClassifier, batch) -> dict[str, torch.Tensor]:
+    """Snapshot every parameter and buffer, take one real optimizer step, return the snapshot."""
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    optimizer = model.configure_optimizers()  # scheduler=None: the bare optimizer, all parameter groups
+    model.train()
+    loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+    loss.backward()
+    optimizer.step()
+    return before
+
+
+def changed(model, before) -> set[str]:
+    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def stage_keys(model, stages) -> set[str]:
+    ids = {id(t) for s in stages for t in [*s.parameters(), *s.buffers()]}
+    return {k for k, v in model.state_dict(keep_vars=True).items() if id(v) in ids}
+
+
+@pytest.mark.parametrize(
+    "unfreeze_at, epoch, top_fraction",
+    [([], 5, 0.0), ([0], 0, 1.0), ([2], 1, 0.0), ([2], 2, 1.0), ([1, 2, 3], 1, 1 / 3), ([1, 2, 3], 2, 2 / 3)],
+    ids=["frozen", "full", "freeze_unfreeze-head", "freeze_unfreeze-all", "gradual-1", "gradual-2"],
+)
+def test_strategy_trains_exactly_its_parameters(batch, unfreeze_at, epoch, top_fraction):
+    model = ImageClassifier("efficientnet_lite0", num_classes=2, image_size=96, scheduler=None,
+                            optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1})
+    FinetuneSchedule(unfreeze_at).apply(model, epoch)
+    stages = backbone_stages(model.backbone)
+    expected_trainable = FinetuneSchedule(unfreeze_at).trainable_stages(stages, epoch)
+    assert abs(len(expected_trainable) - top_fraction * len(stages)) < 1  # stages split in near-equal chunks
+    top = stages[len(stages) - len(expected_trainable):]
+    assert {id(s) for s in expected_trainable} == {id(s) for s in top}  # unfrozen from the top
+
+    before = one_step(model, batch)
+    moved = changed(model, before)
+    trainable_keys = stage_keys(model, expected_trainable)
+    frozen_keys = {k for k in before if k.startswith("backbone.")} - trainable_keys
+    assert not moved & frozen_keys, "frozen weights or BatchNorm statistics changed"
+    assert {k for k in moved if k.startswith("head.")} == {"head.1.weight", "head.1.bias"}
+    # Every trainable weight moved, and BatchNorm statistics of trainable stages updated.
+    trainable_tensors = {k for k in trainable_keys if not k.endswith("num_batches_tracked")}
+    assert trainable_tensors <= moved
+    for module in model.backbone.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert module.training == module.weight.requires_grad
+
+
+def test_parameter_counts_follow_the_schedule(batch):
+    model = ImageClassifier("efficientnet_lite0", num_classes=2, image_size=96, scheduler=None)
+    schedule = FinetuneSchedule([2])
+    head = sum(p.numel() for p in model.head.parameters())
+    schedule.apply(model, 0)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == head
+    schedule.apply(model, 2)
+    assert all(p.requires_grad for p in model.parameters())
