@@ -73,3 +73,12 @@ def test_parameter_counts_follow_the_schedule(batch):
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == head
     schedule.apply(model, 2)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_fixed_bn_statistics_while_bn_weights_train(batch):
+    model = ImageClassifier("efficientnet_lite0", num_classes=2, image_size=96, scheduler=None)
+    FinetuneSchedule([0], train_bn_stats=False).apply(model, 0)
+    before = one_step(model, batch)
+    moved = changed(model, before)
+    assert not {k for k in moved if "running_" in k or "num_batches_tracked" in k}
+    assert "backbone.bn2.weight" in moved and "backbone.conv_stem.weight" in moved

@@ -11,7 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from vehicle_transfer.paths import write_json
+from vehicle_transfer.models.classifier import ImageClassifier
+from vehicle_transfer.paths import from_project_root, write_json
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,6 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
 
 def load_checkpoint(cfg: DictConfig):
     """The classifier in cfg.ckpt_path, and a datamodule configured for its input size and classes."""
-    from vehicle_transfer.models.classifier import ImageClassifier
-    from vehicle_transfer.paths import from_project_root
-
     ckpt = from_project_root(cfg.ckpt_path)
     if not ckpt.is_file():
         raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")

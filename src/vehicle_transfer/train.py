@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import hydra
@@ -17,6 +18,8 @@ from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.runs import build_trainer, scalar_metrics, seed_run, write_metrics
 
 log = logging.getLogger(__name__)
+# Frozen BatchNorm layers are in eval mode on purpose (see ImageClassifier.train).
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training")
 
 
 def train(cfg: DictConfig) -> dict:

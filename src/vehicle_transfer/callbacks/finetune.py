@@ -36,8 +36,11 @@ def backbone_stages(backbone: nn.Module) -> list[nn.Module]:
 
 
 class FinetuneSchedule(L.Callback):
-    def __init__(self, unfreeze_at_epochs: list[int] | tuple[int, ...] = ()):
+    def __init__(self, unfreeze_at_epochs: list[int] | tuple[int, ...] = (), train_bn_stats: bool = True):
+        """train_bn_stats=False keeps every backbone BatchNorm in inference mode even once unfrozen
+        (its affine weights still train): steadier fine-tuning on small data sets and batches."""
         self.unfreeze_at_epochs = sorted(unfreeze_at_epochs)
+        self.train_bn_stats = train_bn_stats
         self._counts: tuple[int, int] | None = None
 
     def trainable_stages(self, stages: list[nn.Module], epoch: int) -> list[nn.Module]:
@@ -52,6 +55,7 @@ class FinetuneSchedule(L.Callback):
         for stage in self.trainable_stages(backbone_stages(pl_module.backbone), epoch):
             stage.requires_grad_(True)
         pl_module.head.requires_grad_(True)
+        pl_module.bn_stats_frozen = not self.train_bn_stats
         pl_module.train(pl_module.training)  # re-applies eval mode to BatchNorm that just froze
         self._log_counts(pl_module, epoch)
 

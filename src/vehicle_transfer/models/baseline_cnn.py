@@ -3,7 +3,7 @@
 from torch import nn
 
 
-def baseline_cnn(image_size: int, hidden: int = 128, dropout: float = 0.5) -> nn.Sequential:
+def baseline_cnn(image_size: int, hidden: int = 128, dropout: float = 0.25) -> nn.Sequential:
     """Feature extractor ending in the dense layer; the classifier adds the final class layer."""
 
     def conv_block(c_in: int, c_out: int) -> list[nn.Module]:

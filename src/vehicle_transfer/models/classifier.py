@@ -61,6 +61,7 @@ class ImageClassifier(L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
         self.confusion = {stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")}
         self.val_confusion, self.test_confusion = self.confusion["val"], self.confusion["test"]  # registered as submodules
+        self.bn_stats_frozen = False  # set by the finetune schedule: all backbone BatchNorm statistics fixed
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
         self.confusion_matrices: dict[str, list[list[int]]] = {}
@@ -73,12 +74,13 @@ class ImageClassifier(L.LightningModule):
         return self.head(self.backbone(x))
 
     def train(self, mode: bool = True):
-        """Keep BatchNorm layers whose parameters are frozen in eval mode: their statistics must not drift."""
+        """Keep BatchNorm layers whose parameters are frozen (or all, with bn_stats_frozen) in eval mode:
+        their running statistics must not drift."""
         super().train(mode)
         if mode:
             for module in self.backbone.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
-                    p.requires_grad for p in module.parameters()
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+                    self.bn_stats_frozen or not any(p.requires_grad for p in module.parameters())
                 ):
                     module.eval()
         return self

@@ -1,0 +1,36 @@
+# Quick start: `make train` (default model on the default data) and `make test`.
+# Both create .venv and install what they need on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := data/emergency_vehicles
+# torch/torchvision are pinned only where this project's CI machines keep them on disk (x86_64, Python 3.11);
+# elsewhere pip resolves the newest release allowed by pyproject.toml.
+TORCH_PIN := $(shell $(PYTHON) -c "import platform,sys; print('torch==2.14.1 torchvision==0.29.1' if platform.machine()=='x86_64' and sys.version_info[:2]==(3,11) and __import__('os').path.isdir('/etc/xdg/pip') else '')")
+
+.PHONY: train test data tensorboard clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_PIN),$(PY) -m pip install --quiet $(TORCH_PIN))
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+$(DATA): | $(VENV)/.installed
+	$(PY) scripts/prepare_data.py
+
+data: $(VENV)/.installed
+	$(PY) scripts/prepare_data.py $(SOURCE)
+
+train: $(VENV)/.installed | $(DATA)
+	$(PY) -m vehicle_transfer.train $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+tensorboard: $(VENV)/.installed
+	$(VENV)/bin/tensorboard --logdir logs
+
+clean:
+	rm -rf logs .pytest_cache
