@@ -1,0 +1,3 @@
+from vehicle_transfer.data.datamodule import CsvImageDataModule
+
+__all__ = ["CsvImageDataModule"]

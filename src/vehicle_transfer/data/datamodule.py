@@ -1,0 +1,177 @@
+"""LightningDataModule for a CSV of image names and labels: validated table -> content split -> cache -> batches."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from vehicle_transfer.data.dataset import CachedImageDataset, SeededEpochSampler, decode_all
+from vehicle_transfer.data.split import content_hash, stratified_group_split
+from vehicle_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
+from vehicle_transfer.data.transforms import eval_transform, train_transform
+from vehicle_transfer.paths import from_project_root, write_atomically
+
+log = logging.getLogger(__name__)
+
+VAL_SPLIT_FILE = "val_split.csv"
+
+
+class CsvImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        csv_file: str = "auto",
+        image_dir: str = "auto",
+        name_column: str = "image_names",
+        label_column: str = "emergency_or_not",
+        class_names: tuple[str, ...] = ("non_emergency", "emergency"),
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        seed: int | None = None,
+        augment: str = "light",
+        subset: int | None = None,
+        val_split_csv: str | None = None,
+        test_csv: str | None = None,
+        predict_source: str | None = None,
+    ):
+        super().__init__()
+        class_names = list(class_names)  # plain types only: checkpoints are loaded with weights_only=True
+        self.save_hyperparameters()
+        self.class_names = class_names
+        self.root = from_project_root(root)
+        self.seed = seed if seed is not None else int(torch.randint(2**31, ()).item())
+        train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
+        self._table: ImageTable | None = None
+        self.train_table = self.val_table = self.test_table = self.predict_table = None
+        self._datasets: dict[str, CachedImageDataset] = {}
+
+    # ---- tables -------------------------------------------------------------------------------
+    @property
+    def table(self) -> ImageTable:
+        """The labelled training csv, validated, optionally reduced to a stratified subset."""
+        if self._table is None:
+            hp = self.hparams
+            csv_path = find_in_root(self.root, hp.csv_file, "data.csv_file")
+            table = read_table(csv_path, self._image_dir(), hp.name_column, hp.label_column, self.class_names)
+            if hp.subset and hp.subset < len(table):
+                _, keep = stratified_group_split(table.labels, self._groups(table), hp.subset / len(table), hp.split_seed)
+                table = table.subset(keep)
+            self._table = table
+        return self._table
+
+    def _image_dir(self) -> Path:
+        return find_in_root(self.root, self.hparams.image_dir, "data.image_dir")
+
+    def _csv_path(self, path: str) -> Path:
+        """A csv given relative to the data root (test.csv) or to the project root."""
+        in_root = self.root / path
+        return in_root if in_root.is_file() else from_project_root(path)
+
+    def _groups(self, table: ImageTable) -> list[str]:
+        return [content_hash(p) for p in table.paths]
+
+    def _split(self) -> None:
+        if self.train_table is not None:
+            return
+        table, hp = self.table, self.hparams
+        if hp.val_split_csv:
+            val_names = set(_read_names(from_project_root(hp.val_split_csv), hp.name_column))
+            unknown = val_names - set(table.names)
+            if unknown:
+                raise DataError(f"{hp.val_split_csv}: {len(unknown)} name(s) not in the training csv, e.g. {sorted(unknown)[:5]}")
+            val = [i for i, n in enumerate(table.names) if n in val_names]
+            train = [i for i, n in enumerate(table.names) if n not in val_names]
+        else:
+            train, val = stratified_group_split(table.labels, self._groups(table), hp.val_fraction, hp.split_seed)
+        self.train_table, self.val_table = table.subset(train), table.subset(val)
+        log.info("split %d images: %d train, %d validation", len(table), len(train), len(val))
+
+    def _labelled_csv(self, path: str) -> ImageTable:
+        hp = self.hparams
+        return read_table(self._csv_path(path), self._image_dir(), hp.name_column, hp.label_column, self.class_names)
+
+    def _predict_source(self) -> ImageTable:
+        source = self._csv_path(self.hparams.predict_source)
+        if source.is_dir():
+            return folder_table(source)
+        return read_table(source, self._image_dir(), self.hparams.name_column, None, self.class_names)
+
+    # ---- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate"):
+            self._split()
+        if stage == "test":
+            if self.hparams.test_csv:
+                self.test_table = self._labelled_csv(self.hparams.test_csv)
+            else:  # the labelled hold-out we have: the validation split
+                self._split()
+                self.test_table = self.val_table
+        if stage == "predict":
+            if not self.hparams.predict_source:
+                raise DataError("nothing to predict: set data.predict_source to a csv of image names or a folder.")
+            self.predict_table = self._predict_source()
+
+    def _dataset(self, kind: str) -> CachedImageDataset:
+        if kind not in self._datasets:
+            table = getattr(self, f"{kind}_table")
+            size = self.hparams.image_size
+            transform = train_transform(size, self.hparams.augment) if kind == "train" else eval_transform(size)
+            self._datasets[kind] = CachedImageDataset(decode_all(table, size), table.labels, transform)
+        return self._datasets[kind]
+
+    def _loader(self, kind: str) -> DataLoader:
+        dataset, workers = self._dataset(kind), self.hparams.num_workers
+        sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch) if kind == "train" else None
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            # Its own generator: creating an iterator then never draws from the global RNG (dropout's).
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def save_split(self, directory: Path) -> Path:
+        """Write the validation image names (and labels) so eval can reuse exactly this split."""
+        self._split()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow([self.hparams.name_column, self.hparams.label_column])
+        writer.writerows(zip(self.val_table.names, self.val_table.labels))
+        path = Path(directory) / VAL_SPLIT_FILE
+        write_atomically(path, buffer.getvalue())
+        return path
+
+
+def _read_names(path: Path, name_column: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(f"split file {path} does not exist.")
+    with open(path, newline="", encoding="utf-8") as f:
+        return [row[name_column] for row in csv.DictReader(f)]

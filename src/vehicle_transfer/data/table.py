@@ -1,0 +1,125 @@
+"""Read and validate a CSV of image names (and labels) against an image folder."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+# Layouts users bring: the hackathon copy (train.csv + images/ or train/) and the course copy
+# (emergency_classification.csv + images/). "auto" picks the first that exists.
+CSV_CANDIDATES = ("train.csv", "emergency_classification.csv")
+IMAGE_DIR_CANDIDATES = ("images", "train")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, row or option and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ImageTable:
+    """Image paths with their class indices (-1 where the table carries no labels)."""
+
+    names: list[str]
+    paths: list[Path]
+    labels: list[int]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, indices) -> ImageTable:
+        return ImageTable(
+            [self.names[i] for i in indices], [self.paths[i] for i in indices], [self.labels[i] for i in indices]
+        )
+
+
+def find_in_root(root: Path, choice: str, option: str) -> Path:
+    """The csv (option data.csv_file) or image folder (data.image_dir) under `root`; "auto" accepts both layouts."""
+    if not root.is_dir():
+        raise DataError(
+            f"data folder {root} does not exist. Run `python scripts/prepare_data.py PATH` to put the data set in "
+            "place, or point to it with data.root=PATH (or the VEHICLE_DATA_DIR environment variable)."
+        )
+    candidates = CSV_CANDIDATES if option == "data.csv_file" else IMAGE_DIR_CANDIDATES
+    names = candidates if choice == "auto" else (choice,)
+    for name in names:
+        if (root / name).exists():
+            return root / name
+    raise DataError(f"{option}={choice}: none of {', '.join(names)} found in {root}; set {option}=NAME.")
+
+
+def read_table(
+    csv_path: Path,
+    image_dir: Path,
+    name_column: str,
+    label_column: str | None,
+    class_names: list[str],
+) -> ImageTable:
+    """Rows of `csv_path` as an ImageTable; every listed image must exist in `image_dir`.
+
+    Labels may be class indices (0, 1, ...) or class names. `label_column=None` reads an unlabelled table.
+    """
+    rows = _read_rows(csv_path, [name_column] + ([label_column] if label_column else []))
+    names, labels, bad_labels = [], [], []
+    for line, row in rows:
+        names.append(row[name_column].strip())
+        if label_column is None:
+            labels.append(-1)
+            continue
+        label = _class_index(row[label_column], class_names)
+        if label is None:
+            bad_labels.append(f"line {line}: {row[label_column]!r}")
+        labels.append(label)
+    if bad_labels:
+        raise DataError(
+            f"{csv_path}: {len(bad_labels)} row(s) have a label outside the classes {class_names} "
+            f"(use an index 0..{len(class_names) - 1} or a class name): {_first(bad_labels)}"
+        )
+    paths = [image_dir / name for name in names]
+    missing = [name for name, path in zip(names, paths) if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"{csv_path}: {len(missing)} listed image(s) are missing from {image_dir}: {_first(missing)}. "
+            "Fix the csv or the data.image_dir option."
+        )
+    return ImageTable(names, paths, labels)
+
+
+def folder_table(folder: Path) -> ImageTable:
+    """Every image file directly inside `folder`, unlabelled."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DataError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+    return ImageTable([p.name for p in paths], paths, [-1] * len(paths))
+
+
+def _read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
+    if not csv_path.is_file():
+        raise DataError(f"csv file {csv_path} does not exist.")
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        absent = [c for c in columns if c not in (reader.fieldnames or [])]
+        if absent:
+            raise DataError(
+                f"{csv_path}: column(s) {absent} not found; its header is {reader.fieldnames}. "
+                "Set data.name_column / data.label_column to the right names."
+            )
+        rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    if not rows:
+        raise DataError(f"{csv_path} has a header but no rows.")
+    return rows
+
+
+def _class_index(value: str | None, class_names: list[str]) -> int | None:
+    value = (value or "").strip()
+    if value in class_names:
+        return class_names.index(value)
+    if value.lstrip("-").isdigit() and 0 <= int(value) < len(class_names):
+        return int(value)
+    return None
+
+
+def _first(items: list[str], n: int = 10) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f" ... and {len(items) - n} more" if len(items) > n else "")
