@@ -40,6 +40,7 @@ def train(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics |= scalar_metrics(trainer.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
+    metrics["data/skipped_images"] = len(datamodule.skipped_images)
     metrics |= {"best_ckpt": best, "epochs": trainer.current_epoch, "wall_time_s": round(time.perf_counter() - start, 1)}
     write_metrics(output_dir, metrics)
     return metrics

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from vehicle_transfer.data.dataset import CachedImageDataset, SeededEpochSampler, decode_all
+from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 from vehicle_transfer.data.split import content_hash, stratified_group_split
 from vehicle_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
 from vehicle_transfer.data.transforms import eval_transform, train_transform
@@ -38,6 +39,8 @@ class CsvImageDataModule(L.LightningDataModule):
         split_seed: int = 0,
         seed: int | None = None,
         augment: str = "light",
+        on_bad_image: str = "error",
+        near_duplicate_distance: int | None = None,
         subset: int | None = None,
         val_split_csv: str | None = None,
         test_csv: str | None = None,
@@ -50,7 +53,11 @@ class CsvImageDataModule(L.LightningDataModule):
         self.root = from_project_root(root)
         self.seed = seed if seed is not None else int(torch.randint(2**31, ()).item())
         train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
+        if on_bad_image not in ("error", "skip"):
+            raise DataError(f"data.on_bad_image={on_bad_image!r}: use error (stop with the list) or skip.")
+        self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
         self._table: ImageTable | None = None
+        self._hashes: dict[Path, str] = {}
         self.train_table = self.val_table = self.test_table = self.predict_table = None
         self._datasets: dict[str, CachedImageDataset] = {}
 
@@ -76,8 +83,18 @@ class CsvImageDataModule(L.LightningDataModule):
         in_root = self.root / path
         return in_root if in_root.is_file() else from_project_root(path)
 
+    def content_hashes(self, table: ImageTable) -> list[str]:
+        for path in table.paths:
+            if path not in self._hashes:
+                self._hashes[path] = content_hash(path)
+        return [self._hashes[p] for p in table.paths]
+
     def _groups(self, table: ImageTable) -> list[str]:
-        return [content_hash(p) for p in table.paths]
+        """What must stay on one side of a split: identical bytes, or also near-duplicate pixels."""
+        distance = self.hparams.near_duplicate_distance
+        if distance is None:
+            return self.content_hashes(table)
+        return [str(g) for g in near_duplicate_groups([perceptual_hash(p) for p in table.paths], distance)]
 
     def _split(self) -> None:
         if self.train_table is not None:
@@ -115,21 +132,42 @@ class CsvImageDataModule(L.LightningDataModule):
             else:  # the labelled hold-out we have: the validation split
                 self._split()
                 self.test_table = self.val_table
+                if "val" in self._datasets:
+                    self._datasets["test"] = self._datasets["val"]
         if stage == "predict":
             if not self.hparams.predict_source:
                 raise DataError("nothing to predict: set data.predict_source to a csv of image names or a folder.")
             self.predict_table = self._predict_source()
+        kinds = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
+        self._decode([k for k in kinds if k not in self._datasets])
 
-    def _dataset(self, kind: str) -> CachedImageDataset:
-        if kind not in self._datasets:
+    def _decode(self, kinds: list[str]) -> None:
+        """Decode the images of these tables now, before any training, and apply data.on_bad_image."""
+        size, bad_lines = self.hparams.image_size, []
+        decoded = {}
+        for kind in kinds:
             table = getattr(self, f"{kind}_table")
-            size = self.hparams.image_size
+            decoded[kind], bad = decode_all(table.paths, size)
+            bad_lines += bad
+        if bad_lines and self.hparams.on_bad_image == "error":
+            raise DataError(
+                f"{len(bad_lines)} image(s) could not be read:\n  " + "\n  ".join(bad_lines)
+                + "\nReplace or remove them, or set data.on_bad_image=skip to train without them."
+            )
+        for line in bad_lines:
+            log.warning("skipping unreadable image %s", line)
+        self.skipped_images += bad_lines
+        for kind, images in decoded.items():
+            table = getattr(self, f"{kind}_table")
+            keep = [i for i, image in enumerate(images) if image is not None]
+            if len(keep) < len(table):
+                table = table.subset(keep)
+                setattr(self, f"{kind}_table", table)
             transform = train_transform(size, self.hparams.augment) if kind == "train" else eval_transform(size)
-            self._datasets[kind] = CachedImageDataset(decode_all(table, size), table.labels, transform)
-        return self._datasets[kind]
+            self._datasets[kind] = CachedImageDataset([images[i] for i in keep], table.labels, transform)
 
     def _loader(self, kind: str) -> DataLoader:
-        dataset, workers = self._dataset(kind), self.hparams.num_workers
+        dataset, workers = self._datasets[kind], self.hparams.num_workers
         sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch) if kind == "train" else None
         return DataLoader(
             dataset,

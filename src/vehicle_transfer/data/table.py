@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from pathlib import Path
 # (emergency_classification.csv + images/). "auto" picks the first that exists.
 CSV_CANDIDATES = ("train.csv", "emergency_classification.csv")
 IMAGE_DIR_CANDIDATES = ("images", "train")
+log = logging.getLogger(__name__)
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -61,21 +64,29 @@ def read_table(
     Labels may be class indices (0, 1, ...) or class names. `label_column=None` reads an unlabelled table.
     """
     rows = _read_rows(csv_path, [name_column] + ([label_column] if label_column else []))
-    names, labels, bad_labels = [], [], []
+    names, labels, bad_labels, conflicts, first_line = [], [], [], [], {}
     for line, row in rows:
-        names.append(row[name_column].strip())
-        if label_column is None:
-            labels.append(-1)
-            continue
-        label = _class_index(row[label_column], class_names)
+        name = row[name_column].strip()
+        label = -1 if label_column is None else _class_index(row[label_column], class_names)
         if label is None:
             bad_labels.append(f"line {line}: {row[label_column]!r}")
+        if name in first_line:  # a repeated row: the same image listed again
+            earlier = first_line[name]
+            if labels[earlier[1]] != label:
+                conflicts.append(f"{name} (lines {earlier[0]} and {line})")
+            log.warning("%s line %d repeats %s (line %d); the repeat is ignored", csv_path, line, name, earlier[0])
+            continue
+        first_line[name] = (line, len(names))
+        names.append(name)
         labels.append(label)
     if bad_labels:
         raise DataError(
             f"{csv_path}: {len(bad_labels)} row(s) have a label outside the classes {class_names} "
             f"(use an index 0..{len(class_names) - 1} or a class name): {_first(bad_labels)}"
         )
+    if conflicts:
+        raise DataError(f"{csv_path}: {len(conflicts)} image(s) listed twice with different labels: {_first(conflicts)}. "
+                        "Keep one row per image.")
     paths = [image_dir / name for name in names]
     missing = [name for name, path in zip(names, paths) if not path.is_file()]
     if missing:

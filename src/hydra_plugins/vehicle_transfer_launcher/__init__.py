@@ -1,0 +1,1 @@
+"""Hydra plugins (found by Hydra's scan of the `hydra_plugins` namespace): a sweep that outlives failed jobs."""
