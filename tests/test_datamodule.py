@@ -93,3 +93,13 @@ def test_bad_csv_gets_a_clear_error(shared_data, tmp_path, header, rows, message
 def test_missing_data_folder_says_how_to_fix(tmp_path):
     with pytest.raises(DataError, match="prepare_data.py"):
         split_of(tmp_path / "absent")
+
+
+def test_near_duplicates_stay_together_when_enabled(shared_data):
+    from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
+
+    dm = split_of(shared_data, near_duplicate_distance=4)
+    groups = lambda table: set(near_duplicate_groups([perceptual_hash(p) for p in dm.table.paths], 4)[dm.table.names.index(n)]  # noqa: E731
+                               for n in table.names)
+    assert not groups(dm.train_table) & groups(dm.val_table)
+    assert abs(len(dm.val_table) - 165) <= 4  # still about 10%

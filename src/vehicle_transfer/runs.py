@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from vehicle_transfer.checkpoint_io import AtomicCheckpointIO
 from vehicle_transfer.models.classifier import ImageClassifier
 from vehicle_transfer.paths import from_project_root, write_json
 
@@ -28,7 +29,9 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = ()) -> L.
     """`first_callbacks` run before the configured ones (the finetune schedule: others then see its state)."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
-    return instantiate(cfg.trainer, callbacks=list(first_callbacks) + callbacks, logger=loggers or False)
+    return instantiate(
+        cfg.trainer, callbacks=list(first_callbacks) + callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
 
 
 def scalar_metrics(metrics: dict) -> dict:

@@ -6,15 +6,19 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import warnings
 from pathlib import Path
 
 import hydra
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from vehicle_transfer import CONFIG_DIR
+from vehicle_transfer.audit import duplicate_summary
+from vehicle_transfer.paths import write_atomically
 from vehicle_transfer.runs import build_trainer, scalar_metrics, seed_run, write_metrics
 
 log = logging.getLogger(__name__)
@@ -26,29 +30,66 @@ def train(cfg: DictConfig) -> dict:
     """Train per `cfg`; returns the metrics also written to <output_dir>/metrics.json."""
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
+    write_atomically(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     seed_run(cfg)
     datamodule = instantiate(cfg.data)
+    # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
+    duplicates = duplicate_summary(datamodule.table.labels, datamodule.content_hashes(datamodule.table))
     model = instantiate(cfg.model)
     trainer = build_trainer(cfg, first_callbacks=[instantiate(cfg.finetune.callback)])
-    OmegaConf.save(cfg, output_dir / "config.yaml", resolve=True)
     datamodule.save_split(output_dir)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics |= scalar_metrics(trainer.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
+    metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
     metrics |= {"best_ckpt": best, "epochs": trainer.current_epoch, "wall_time_s": round(time.perf_counter() - start, 1)}
     write_metrics(output_dir, metrics)
     return metrics
 
 
+def require_same_config(saved_path: Path, cfg: DictConfig) -> None:
+    """A resumed run must continue with the configuration it started with."""
+    saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path)))
+    current = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    differ = sorted(k for k in saved.keys() | current.keys() if k not in ("resume", "ckpt_path") and saved.get(k) != current.get(k))
+    if differ:
+        details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:8])
+        raise ValueError(f"resume: the configuration differs from the run's {saved_path} ({details}). "
+                         "Repeat the original run's overrides (see its .hydra/overrides.yaml) when resuming.")
+
+
+def _flatten(node, prefix: str = "") -> dict:
+    if isinstance(node, dict) and node:
+        return {k: v for key, value in node.items() for k, v in _flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): node}
+
+
+def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """ckpt_path, or with `resume` the run dir's last.ckpt (the run dir is then the resumed one)."""
+    if not cfg.get("resume"):
+        return cfg.get("ckpt_path")
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        raise FileNotFoundError(f"resume={cfg.resume}: {last} does not exist (no epoch of that run finished).")
+    require_same_config(output_dir / "config.yaml", cfg)
+    return str(last)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:  # Lightning stops at the next batch, as a SystemExit with status 0: say so, fail
+        log.error("terminated (SIGTERM); continue with: python -m vehicle_transfer.train <same overrides> resume=%s",
+                  cfg.paths.output_dir)
+        raise SystemExit(128 + signal.SIGTERM) from None
     return metrics.get(cfg.get("optimized_metric"))  # what a Hydra sweeper optimises
 
 

@@ -63,11 +63,11 @@ def read_table(
 
     Labels may be class indices (0, 1, ...) or class names. `label_column=None` reads an unlabelled table.
     """
-    rows = _read_rows(csv_path, [name_column] + ([label_column] if label_column else []))
+    rows = read_rows(csv_path, [name_column] + ([label_column] if label_column else []))
     names, labels, bad_labels, conflicts, first_line = [], [], [], [], {}
     for line, row in rows:
         name = row[name_column].strip()
-        label = -1 if label_column is None else _class_index(row[label_column], class_names)
+        label = -1 if label_column is None else class_index(row[label_column], class_names)
         if label is None:
             bad_labels.append(f"line {line}: {row[label_column]!r}")
         if name in first_line:  # a repeated row: the same image listed again
@@ -82,16 +82,16 @@ def read_table(
     if bad_labels:
         raise DataError(
             f"{csv_path}: {len(bad_labels)} row(s) have a label outside the classes {class_names} "
-            f"(use an index 0..{len(class_names) - 1} or a class name): {_first(bad_labels)}"
+            f"(use an index 0..{len(class_names) - 1} or a class name): {first_items(bad_labels)}"
         )
     if conflicts:
-        raise DataError(f"{csv_path}: {len(conflicts)} image(s) listed twice with different labels: {_first(conflicts)}. "
+        raise DataError(f"{csv_path}: {len(conflicts)} image(s) listed twice with different labels: {first_items(conflicts)}. "
                         "Keep one row per image.")
     paths = [image_dir / name for name in names]
     missing = [name for name, path in zip(names, paths) if not path.is_file()]
     if missing:
         raise DataError(
-            f"{csv_path}: {len(missing)} listed image(s) are missing from {image_dir}: {_first(missing)}. "
+            f"{csv_path}: {len(missing)} listed image(s) are missing from {image_dir}: {first_items(missing)}. "
             "Fix the csv or the data.image_dir option."
         )
     return ImageTable(names, paths, labels)
@@ -105,7 +105,7 @@ def folder_table(folder: Path) -> ImageTable:
     return ImageTable([p.name for p in paths], paths, [-1] * len(paths))
 
 
-def _read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
+def read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
     if not csv_path.is_file():
         raise DataError(f"csv file {csv_path} does not exist.")
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
@@ -122,7 +122,7 @@ def _read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
     return rows
 
 
-def _class_index(value: str | None, class_names: list[str]) -> int | None:
+def class_index(value: str | None, class_names: list[str]) -> int | None:
     value = (value or "").strip()
     if value in class_names:
         return class_names.index(value)
@@ -131,6 +131,6 @@ def _class_index(value: str | None, class_names: list[str]) -> int | None:
     return None
 
 
-def _first(items: list[str], n: int = 10) -> str:
+def first_items(items: list[str], n: int = 10) -> str:
     shown = ", ".join(items[:n])
     return shown + (f" ... and {len(items) - n} more" if len(items) > n else "")

@@ -1,0 +1,76 @@
+"""Runs killed by real signals resume in place and end exactly as an uninterrupted run; reruns reproduce."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import lightning as L
+import pytest
+
+from tests.conftest import SHARED_DATA, TINY, compose_config
+from vehicle_transfer.train import train
+
+RUN = [o for o in TINY if not o.startswith("logger")] + [
+    "data.subset=96", "finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "trainer.max_epochs=3",
+    f"data.root={SHARED_DATA}",
+]
+TIMINGS = {"wall_time_s"}
+
+
+class KillAt(L.Callback):
+    """Sends `signal_name` to this process at a batch of an epoch, unless the run was resumed."""
+
+    def __init__(self, epoch: int, batch: int, signal_name: str):
+        self.epoch, self.batch, self.signal = epoch, batch, getattr(signal, signal_name)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.ckpt_path is None and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            os.kill(os.getpid(), self.signal)
+
+
+def run(run_dir, *extra):
+    command = [sys.executable, "-m", "vehicle_transfer.train", *RUN, f"hydra.run.dir={run_dir}", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def metrics(run_dir) -> dict:
+    values = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in values.items() if k not in TIMINGS | {"best_ckpt"}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    reference = tmp_path_factory.mktemp("uninterrupted")
+    assert run(reference).returncode == 0
+    return metrics(reference)
+
+
+@pytest.mark.parametrize("signal_name, epoch", [("SIGKILL", 2), ("SIGTERM", 1)], ids=["sigkill-after-unfreeze", "sigterm-in-unfreeze-epoch"])
+def test_killed_run_resumes_in_place_to_the_same_metrics(tmp_path, uninterrupted, signal_name, epoch):
+    killed = tmp_path / "killed"
+    kill = [f"+callbacks.kill._target_=tests.test_kill_resume.KillAt", f"+callbacks.kill.epoch={epoch}",
+            "+callbacks.kill.batch=2", f"+callbacks.kill.signal_name={signal_name}"]
+    first = run(killed, *kill)
+    assert first.returncode == 128 + getattr(signal, signal_name) or first.returncode == -getattr(signal, signal_name)
+    assert not (killed / "metrics.json").exists()
+    assert not list((killed / "checkpoints").glob(".*partial"))  # no half-written checkpoint left behind
+    resumed = run(killed, *kill, f"resume={killed}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert metrics(killed) == uninterrupted
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    cfg = compose_config("train", tmp_path, RUN + ["trainer.max_epochs=1"])
+    train(cfg)
+    changed = compose_config("train", tmp_path, RUN + ["trainer.max_epochs=1", "model.optimizer.lr=0.5", f"resume={tmp_path}"])
+    with pytest.raises(ValueError, match=r"model.optimizer.lr: 0.001 -> 0.5"):
+        train(changed)
+
+
+def test_two_runs_with_one_seed_give_identical_metrics(tmp_path):
+    first = train(compose_config("train", tmp_path / "a", RUN + ["trainer.max_epochs=2"]))
+    second = train(compose_config("train", tmp_path / "b", RUN + ["trainer.max_epochs=2"]))
+    drop = lambda m: {k: v for k, v in m.items() if k not in TIMINGS | {"best_ckpt"}}  # noqa: E731
+    assert drop(first) == drop(second)
