@@ -110,6 +110,8 @@ def read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
         raise DataError(f"csv file {csv_path} does not exist.")
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            raise DataError(f"{csv_path} is empty; expected a header line with the columns {columns}.")
         absent = [c for c in columns if c not in (reader.fieldnames or [])]
         if absent:
             raise DataError(
