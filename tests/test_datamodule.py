@@ -103,3 +103,13 @@ def test_near_duplicates_stay_together_when_enabled(shared_data):
     group_of = dict(zip(dm.table.names, near_duplicate_groups([perceptual_hash(p) for p in dm.table.paths], 4)))
     assert not {group_of[n] for n in dm.train_table.names} & {group_of[n] for n in dm.val_table.names}
     assert abs(len(dm.val_table) - 165) <= 4  # still about 10%
+
+
+def test_missing_csv_or_image_folder_names_the_option(shared_data, tmp_path):
+    (tmp_path / "images").symlink_to(shared_data / "images")
+    with pytest.raises(DataError, match=re.escape("data.csv_file=auto: none of train.csv, emergency_classification.csv")):
+        split_of(tmp_path)
+    (tmp_path / "images").unlink()
+    (tmp_path / "train.csv").symlink_to(shared_data / "train.csv")
+    with pytest.raises(DataError, match=re.escape("data.image_dir=auto: none of images, train")):
+        split_of(tmp_path)

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.audit import duplicate_summary
+from vehicle_transfer.cpu_memory import keep_freed_memory
 from vehicle_transfer.paths import write_atomically
 from vehicle_transfer.runs import build_trainer, scalar_metrics, seed_run, write_metrics
 
@@ -84,6 +85,8 @@ def resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
     try:
         metrics = train(cfg)
     except SIGTERMException:  # Lightning stops at the next batch, as a SystemExit with status 0: say so, fail
