@@ -47,3 +47,17 @@ def test_finetune_choice_reaches_the_model(tmp_path):
 def test_eval_and_predict_compose(name, tmp_path):
     cfg = compose_config(name, tmp_path, ["ckpt_path=x.ckpt"])
     OmegaConf.to_container(cfg, resolve=True)
+
+
+def test_seed_zero_is_a_seed(tmp_path):
+    import os
+
+    import torch
+
+    from vehicle_transfer.runs import seed_run
+
+    seed_run(compose_config("train", tmp_path, ["seed=0"]))
+    first = torch.rand(3)
+    assert os.environ["PL_GLOBAL_SEED"] == "0"
+    seed_run(compose_config("train", tmp_path, ["seed=0"]))
+    assert torch.equal(first, torch.rand(3))
