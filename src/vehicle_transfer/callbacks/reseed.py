@@ -1,8 +1,9 @@
-"""Reseed every random generator at each training epoch start, from (seed, epoch).
+"""Reseed every global random generator at each training epoch start, from (seed, epoch).
 
-Shuffling, augmentation and dropout of epoch e then depend only on the seed and e, never on what
-ran before, so a run resumed from a checkpoint continues exactly as an uninterrupted one would.
-(The iterator of the training DataLoader, and so its shuffle order, is created after this hook.)
+Dropout (and any other draw from the global generators) in epoch e then depends only on the seed
+and e, never on what ran before, so a run resumed from a checkpoint continues exactly as an
+uninterrupted one would. Shuffling and augmentation do not rely on this: SeededEpochSampler
+derives them from (seed, epoch) itself, since the first iterator of a fit exists before this hook.
 """
 
 from __future__ import annotations

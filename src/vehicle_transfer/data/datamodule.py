@@ -57,7 +57,7 @@ class CsvImageDataModule(L.LightningDataModule):
             raise DataError(f"data.on_bad_image={on_bad_image!r}: use error (stop with the list) or skip.")
         self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
         self._table: ImageTable | None = None
-        self._hashes: dict[Path, str] = {}
+        self._hashes: dict[tuple[str, Path], object] = {}  # (kind, path) -> content or perceptual hash
         self.train_table = self.val_table = self.test_table = self.predict_table = None
         self._datasets: dict[str, CachedImageDataset] = {}
 
@@ -83,18 +83,22 @@ class CsvImageDataModule(L.LightningDataModule):
         in_root = self.root / path
         return in_root if in_root.is_file() else from_project_root(path)
 
-    def content_hashes(self, table: ImageTable) -> list[str]:
+    def _cached_hashes(self, table: ImageTable, hash_fn) -> list:
+        """Each file is read once per kind of hash, however many subsets and splits ask."""
         for path in table.paths:
-            if path not in self._hashes:
-                self._hashes[path] = content_hash(path)
-        return [self._hashes[p] for p in table.paths]
+            if (hash_fn.__name__, path) not in self._hashes:
+                self._hashes[hash_fn.__name__, path] = hash_fn(path)
+        return [self._hashes[hash_fn.__name__, p] for p in table.paths]
+
+    def content_hashes(self, table: ImageTable) -> list[str]:
+        return self._cached_hashes(table, content_hash)
 
     def _groups(self, table: ImageTable) -> list[str]:
         """What must stay on one side of a split: identical bytes, or also near-duplicate pixels."""
         distance = self.hparams.near_duplicate_distance
         if distance is None:
             return self.content_hashes(table)
-        return [str(g) for g in near_duplicate_groups([perceptual_hash(p) for p in table.paths], distance)]
+        return [str(g) for g in near_duplicate_groups(self._cached_hashes(table, perceptual_hash), distance)]
 
     def _split(self) -> None:
         if self.train_table is not None:
