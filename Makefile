@@ -8,7 +8,7 @@ DATA := data/emergency_vehicles
 # elsewhere pip resolves the newest release allowed by pyproject.toml.
 TORCH_PIN := $(shell $(PYTHON) -c "import platform,sys; print('torch==2.14.1 torchvision==0.29.1' if platform.machine()=='x86_64' and sys.version_info[:2]==(3,11) and __import__('os').path.isdir('/etc/xdg/pip') else '')")
 
-.PHONY: train test data tensorboard clean
+.PHONY: train test reproduce data tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ data: $(VENV)/.installed
 
 train: $(VENV)/.installed | $(DATA)
 	$(PY) -m vehicle_transfer.train $(ARGS)
+
+reproduce: $(VENV)/.installed | $(DATA)
+	$(PY) scripts/reproduce.py --set $(SET) $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -23,10 +23,21 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     assert resolved["data"]["image_size"] == resolved["model"]["image_size"]
 
 
-@pytest.mark.parametrize("group", ["model", "finetune", "trainer", "debug", "data"])
+@pytest.mark.parametrize("group", ["model", "finetune", "trainer", "callbacks", "debug", "data"])
 def test_every_group_option_composes(group, tmp_path):
     for option in sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")):
         OmegaConf.to_container(compose_config("train", tmp_path, [f"{group}={option}"] + (["model.backbone=resnet18"] if option == "pretrained" else [])), resolve=True)
+
+
+SETS = OmegaConf.load(CONFIG_DIR / "reproductions.yaml")
+
+
+@pytest.mark.parametrize("name", sorted(SETS))
+def test_every_reproduction_row_composes(name, tmp_path):
+    assert {"seeds", "offline", "best"} <= set(SETS)
+    for row in SETS[name].rows:
+        cfg = compose_config("train", tmp_path, [f"experiment={row.experiment}", *row.get("overrides", [])])
+        OmegaConf.to_container(cfg, resolve=True)
 
 
 def test_experiment_settings_match_the_seed_articles(tmp_path):

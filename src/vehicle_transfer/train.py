@@ -5,22 +5,27 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import signal
+import statistics
 import time
 import warnings
 from pathlib import Path
 
 import hydra
+import numpy as np
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.audit import duplicate_summary
 from vehicle_transfer.cpu_memory import keep_freed_memory
 from vehicle_transfer.paths import write_atomically
-from vehicle_transfer.runs import build_trainer, scalar_metrics, seed_run, write_metrics
+from vehicle_transfer.runs import METRICS_FILE, build_trainer, scalar_metrics, seed_run, write_metrics
 
 log = logging.getLogger(__name__)
 # Frozen BatchNorm layers are in eval mode on purpose (see ImageClassifier.train).
@@ -28,7 +33,13 @@ warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the s
 
 
 def train(cfg: DictConfig) -> dict:
-    """Train per `cfg`; returns the metrics also written to <output_dir>/metrics.json."""
+    """Train per `cfg` (every fold of data.folds, when set); returns the metrics also written to <output_dir>/metrics.json."""
+    if cfg.data.get("folds") and cfg.data.get("fold") is None:
+        return cross_validate(cfg)
+    return fit(cfg)
+
+
+def fit(cfg: DictConfig) -> dict:
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, output_dir)
@@ -50,9 +61,52 @@ def train(cfg: DictConfig) -> dict:
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
     metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
-    metrics |= {"best_ckpt": best, "epochs": trainer.current_epoch, "wall_time_s": round(time.perf_counter() - start, 1)}
+    metrics |= {"best_ckpt": best, "epochs": trainer.current_epoch, "device": device_name(trainer),
+                "wall_time_s": round(time.perf_counter() - start, 1)}
     write_metrics(output_dir, metrics)
     return metrics
+
+
+def cross_validate(cfg: DictConfig) -> dict:
+    """Fit every fold of data.folds in <output_dir>/fold_<i>; metrics: the mean over folds, `<name>_std`
+    their standard deviation, and `folds` each fold's value. A resumed run skips finished folds."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume"):
+        require_same_config(output_dir / "config.yaml", cfg)
+    write_atomically(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    results = []
+    for fold in range(cfg.data.folds):
+        fold_dir = output_dir / f"fold_{fold}"
+        if cfg.get("resume") and (fold_dir / METRICS_FILE).is_file():
+            results.append(json.loads((fold_dir / METRICS_FILE).read_text()))
+            continue
+        fold_cfg = copy.deepcopy(cfg)
+        with open_dict(fold_cfg):
+            fold_cfg.data.fold = fold
+            fold_cfg.paths.output_dir = str(fold_dir)
+            if not (fold_dir / "checkpoints" / "last.ckpt").is_file():
+                fold_cfg.resume = None  # this fold had not finished an epoch: start it
+        log.info("fold %d of %d: %s", fold + 1, cfg.data.folds, fold_dir)
+        results.append(fit(fold_cfg))
+    numbers = [k for k, v in results[0].items() if isinstance(v, (int, float)) and all(k in r for r in results)]
+    metrics = {k: statistics.fmean(r[k] for r in results) for k in numbers}
+    metrics |= {f"{k}_std": statistics.stdev(r[k] for r in results) for k in numbers}
+    matrices = [r["test/confusion_matrix"] for r in results if r.get("test/confusion_matrix")]
+    if matrices:  # pooled over folds: every image counted once
+        metrics["test/confusion_matrix"] = np.sum(matrices, axis=0).tolist()
+    metrics |= {"folds": {k: [r[k] for r in results] for k in numbers},
+                "fold_ckpts": [r["best_ckpt"] for r in results], "device": results[0]["device"],
+                "wall_time_s": round(time.perf_counter() - start, 1)}
+    write_metrics(output_dir, metrics)
+    return metrics
+
+
+def device_name(trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({torch.get_num_threads()} threads)"
 
 
 def require_same_config(saved_path: Path, cfg: DictConfig) -> None:

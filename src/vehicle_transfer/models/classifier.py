@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -9,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torchmetrics import AUROC, Accuracy, ConfusionMatrix, F1Score, MaxMetric, MetricCollection
+from torchvision.transforms import v2
 
 from vehicle_transfer.models.backbones import build_backbone
 
@@ -17,6 +20,9 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 
 class ImageClassifier(L.LightningModule):
     """Takes uint8 image batches (N, 3, H, W); normalises them with the backbone's own statistics.
+
+    mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
+    tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
 
     `optimizer` and `scheduler` are Hydra configs with `_partial_: true` (kept as plain dicts so
     checkpoints stay loadable); the scheduler partial receives total_steps and phase_starts.
@@ -31,6 +37,9 @@ class ImageClassifier(L.LightningModule):
         weights_path: str | None = None,
         dropout: float = 0.0,
         label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_flip: bool = False,
         channels_last: bool = True,
         backbone_lr_factor: float = 1.0,
         lr_phase_epochs: list[int] | None = None,
@@ -61,6 +70,9 @@ class ImageClassifier(L.LightningModule):
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
         self.confusion = {stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")}
         self.val_confusion, self.test_confusion = self.confusion["val"], self.confusion["test"]  # registered as submodules
+        mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
+        mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
+        self.mix = v2.RandomChoice(mixers) if mixers else None
         self.bn_stats_frozen = False  # set by the finetune schedule: all backbone BatchNorm statistics fixed
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
@@ -86,11 +98,28 @@ class ImageClassifier(L.LightningModule):
         return self
 
     # ---- steps ---------------------------------------------------------------------------------
+    def log_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities; with tta_flip, those of the mean probability of the image and its mirror."""
+        log_probs = self(images).float().log_softmax(dim=1)
+        if not self.hparams.tta_flip:
+            return log_probs
+        mirrored = self(images.flip(-1)).float().log_softmax(dim=1)
+        return torch.logaddexp(log_probs, mirrored) - math.log(2)
+
     def _step(self, batch, stage: str) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
-        probs = logits.detach().float().softmax(dim=1)
+        if stage == "train":
+            targets = labels
+            if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
+                images, targets = self.mix(images.float(), labels)
+                labels = targets.argmax(dim=1)
+            logits = self(images)
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+            probs = logits.detach().float().softmax(dim=1)
+        else:
+            log_probs = self.log_probs(images)
+            loss = F.nll_loss(log_probs, labels)
+            probs = log_probs.exp()
         getattr(self, f"{stage}_metrics").update(probs, labels)
         if stage in self.confusion:
             self.confusion[stage].update(probs, labels)
@@ -107,7 +136,7 @@ class ImageClassifier(L.LightningModule):
         self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        return self(batch[0]).float().softmax(dim=1)
+        return self.log_probs(batch[0]).exp()
 
     # ---- epoch ends ----------------------------------------------------------------------------
     def on_train_epoch_end(self):

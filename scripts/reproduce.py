@@ -1,0 +1,175 @@
+"""Run a named set of experiments (configs/reproductions.yaml) and tabulate what they measured.
+
+    python scripts/reproduce.py --set seeds|offline|best|ablation [--seed 42] [OVERRIDE ...]
+
+Each row runs as a Hydra multirun job of `vehicle_transfer.train` (so a failing row is recorded in
+its error.txt and the set goes on); rows whose pretrained weights are not available offline are
+reported as skipped, with the reason. Writes logs/reproductions/<time>_<set>/results.csv and
+results.md, and for sets with `submission: true` the fold ensemble's submission.csv for test.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
+from vehicle_transfer.paths import write_atomically
+
+SETS_FILE = CONFIG_DIR / "reproductions.yaml"
+COLUMNS = ["experiment", "overrides", "model", "finetune", "epochs", "image_size", "folds", "train_acc", "val_acc",
+           "val_acc_std", "wall_time_s", "train_images_per_s", "device", "status", "run_dir"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--set", required=True, dest="name", help="a set named in --sets")
+    parser.add_argument("--sets", type=Path, default=SETS_FILE, help=f"the sets file (default {SETS_FILE})")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--out", type=Path, help="the reproduction dir (default logs/reproductions/<time>_<set>)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every row, e.g. data.root=...")
+    args = parser.parse_args()
+    sets = OmegaConf.to_container(OmegaConf.load(args.sets))
+    if args.name not in sets:
+        parser.error(f"--set {args.name}: {args.sets} defines {', '.join(sets)}")
+    spec = sets[args.name]
+    out = args.out or PROJECT_ROOT / "logs" / "reproductions" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{args.name}"
+    out.mkdir(parents=True, exist_ok=True)
+
+    start, rows = time.perf_counter(), []
+    for index, row in enumerate(spec["rows"]):
+        overrides = [f"experiment={row['experiment']}", f"seed={args.seed}", *row.get("overrides", []), *args.overrides]
+        run_dir = out / "runs" / str(index)
+        print(f"[{index + 1}/{len(spec['rows'])}] train {' '.join(overrides)}", flush=True)
+        run_python("vehicle_transfer.train", "-m", *overrides, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.")
+        rows.append(result_row(row, run_dir))
+        if spec.get("tta_ablation") and rows[-1]["status"] == "ok" and rows[-1]["folds"]:
+            rows.append(without_flip_tta(rows[-1], run_dir, args.overrides))
+        write_tables(out, spec, rows, time.perf_counter() - start, final=False)  # what is done so far
+    scored = [r for r in rows if r["status"] == "ok" and r["folds"] and "no flip TTA" not in r["overrides"]]
+    if spec.get("submission") and scored:
+        best = max(scored, key=lambda r: r["val_acc"])
+        write_submission(out, Path(best["run_dir"]), args.overrides)
+    write_tables(out, spec, rows, time.perf_counter() - start, final=True)
+    print(f"results: {out / 'results.md'}")
+    return 1 if any(r["status"].startswith("failed") for r in rows) else 0
+
+
+def run_python(module: str, *arguments: str) -> int:
+    return subprocess.run([sys.executable, "-m", module, *arguments], cwd=PROJECT_ROOT).returncode
+
+
+def result_row(row: dict, run_dir: Path) -> dict:
+    """A table row from the job's config, metrics.json, or error.txt (weights missing offline: skipped)."""
+    values = {"experiment": row["experiment"], "overrides": " ".join(row.get("overrides", [])), "run_dir": str(run_dir)}
+    hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
+    if hydra_file.is_file():
+        choices = OmegaConf.load(hydra_file).hydra.runtime.choices
+        config = OmegaConf.load(config_file)
+        values |= {"model": config.model.backbone, "finetune": choices.get("finetune"),
+                   "epochs": config.trainer.max_epochs, "image_size": config.model.image_size,
+                   "folds": config.data.get("folds") or ""}
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text())
+        values |= {"train_acc": metrics.get("train/acc"), "val_acc": metrics.get("val/acc"),
+                   "val_acc_std": metrics.get("val/acc_std", ""), "wall_time_s": metrics.get("wall_time_s"),
+                   "train_images_per_s": metrics.get("train/images_per_s"), "device": metrics.get("device"),
+                   "status": "ok"}
+    else:
+        error = job_error(run_dir)
+        missing_weights = re.search(r"WeightsUnavailableError\(?\W*(.*?)[\"')]*( full_key: \S+)?$", error)
+        values["status"] = f"skipped: {missing_weights.group(1)}" if missing_weights else f"failed: {error}"
+    return {column: values.get(column, "") for column in COLUMNS}
+
+
+def job_error(run_dir: Path) -> str:
+    """The failed job's error on one line, as the tolerant launcher summarised it."""
+    summary = run_dir / "summary.json"
+    if not summary.is_file():
+        return "no metrics.json and no summary.json (the job did not start)"
+    errors = [job.get("error") for job in json.loads(summary.read_text())["jobs"] if job.get("error")]
+    return errors[0] if errors else "no metrics.json"
+
+
+def without_flip_tta(row: dict, run_dir: Path, extra: list[str]) -> dict:
+    """The same fold checkpoints scored on their validation folds without flip TTA: what TTA adds."""
+    accuracies = []
+    for fold_dir in sorted(run_dir.glob("fold_*")):
+        eval_dir = fold_dir / "eval_no_tta"
+        run_python("vehicle_transfer.eval", f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}", "tta_flip=false",
+                   f"hydra.run.dir={eval_dir}", *[o for o in extra if o.startswith("data.")])
+        accuracies.append(json.loads((eval_dir / "metrics.json").read_text())["test/acc"])
+    return row | {"overrides": (row["overrides"] + " tta_flip=false (no flip TTA)").strip(), "train_acc": "",
+                  "val_acc": statistics.fmean(accuracies), "val_acc_std": statistics.stdev(accuracies),
+                  "wall_time_s": "", "train_images_per_s": "", "run_dir": f"{run_dir}/fold_*/eval_no_tta"}
+
+
+def write_submission(out: Path, run_dir: Path, extra: list[str]) -> None:
+    """Mean probabilities of every fold's checkpoint, with flip TTA, for test.csv: image_names, emergency_or_not."""
+    run_python("vehicle_transfer.predict", f"ckpt_path={run_dir}/fold_*/checkpoints/best.ckpt", "tta_flip=true",
+               "probabilities=false", f"output={out / 'submission.csv'}", f"hydra.run.dir={out / 'predict'}",
+               *[o for o in extra if o.startswith("data.")])
+
+
+def write_tables(out: Path, spec: dict, rows: list[dict], seconds: float, final: bool) -> None:
+    """results.csv/.md once the set is done; until then results.partial.csv/.md, so that an interrupted
+    set never leaves a table that looks complete."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    stem = "results" if final else "results.partial"
+    footer = f"The whole set took {_duration(seconds)}." if final else f"Partial: {len(rows)} row(s) after {_duration(seconds)}; the set was still running."
+    write_atomically(out / f"{stem}.csv", buffer.getvalue())
+    write_atomically(out / f"{stem}.md", markdown(spec, rows) + f"\n{footer}\n")
+    if final:
+        for partial in out.glob("results.partial.*"):
+            partial.unlink()
+
+
+def markdown(spec: dict, rows: list[dict]) -> str:
+    published = {r["experiment"]: r["published"] for r in spec["rows"] if r.get("published")}
+    header = ["experiment", "model", "finetune", "epochs", "image size"]
+    header += ["published train acc", "published val acc"] if published else []
+    header += ["train acc", "val acc", "wall time", "train img/s", "device", "status", "run dir"]
+    lines = [f"# {spec['title']}", ""]
+    if spec.get("published_source"):
+        lines += [f"Published figures: {spec['published_source']}.", ""]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        name = r["experiment"] + (f" ({r['overrides']})" if r["overrides"] else "")
+        val = _fraction(r["val_acc"]) + (f" ± {r['val_acc_std']:.4f} ({r['folds']}-fold)" if r["val_acc_std"] != "" else "")
+        cells = [name, r["model"], r["finetune"], r["epochs"], r["image_size"]]
+        if published:
+            figures = published.get(r["experiment"], {})
+            cells += [_fraction(figures.get("train_acc", "")), _fraction(figures.get("val_acc", ""))]
+        wall = _duration(r["wall_time_s"])
+        speed = f"{r['train_images_per_s']:.1f}" if r["train_images_per_s"] not in ("", None) else ""
+        cells += [_fraction(r["train_acc"]), val, wall, speed, r["device"], r["status"], f"`{r['run_dir']}`"]
+        lines.append("| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _duration(seconds) -> str:
+    if seconds in ("", None):
+        return ""
+    return f"{seconds / 60:.1f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def _fraction(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value or "")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""K-fold splits by image content, and a cross-validated training run with the strong recipe's parts."""
+
+import json
+import random
+from collections import Counter
+
+import pytest
+
+from tests.conftest import TINY, compose_config
+from vehicle_transfer.data.split import stratified_group_folds
+from vehicle_transfer.eval import evaluate
+from vehicle_transfer.train import train
+
+
+def test_folds_keep_copies_together_balance_classes_and_ignore_order():
+    rng = random.Random(0)
+    groups = [f"g{rng.randrange(300)}" for _ in range(600)]  # many groups have several copies
+    labels = [int(g[1:]) % 3 == 0 for g in groups]
+    fold_of = stratified_group_folds(labels, groups, folds=5, seed=7)
+    assert set(fold_of) == set(range(5))
+    for group in set(groups):
+        assert len({f for f, g in zip(fold_of, groups) if g == group}) == 1, group
+    for label in (0, 1):
+        per_fold = Counter(f for f, lbl in zip(fold_of, labels) if lbl == label)
+        assert max(per_fold.values()) - min(per_fold.values()) <= 6  # at most a group's size apart
+
+    order = list(range(600))
+    rng.shuffle(order)  # rows in another order: every content group keeps its fold
+    shuffled = stratified_group_folds([labels[i] for i in order], [groups[i] for i in order], folds=5, seed=7)
+    assert {groups[i]: f for i, f in zip(order, shuffled)} == dict(zip(groups, fold_of))
+    assert stratified_group_folds(labels, groups, folds=5, seed=8) != fold_of
+
+
+def test_folds_need_two_or_more():
+    with pytest.raises(ValueError, match="data.folds=1"):
+        stratified_group_folds([0, 1, 0], ["a", "b", "c"], folds=1, seed=0)
+
+
+STRONG = ["callbacks=ema", "data.augment=strong", "model.mixup_alpha=0.2", "model.cutmix_alpha=1.0",
+          "model.tta_flip=true", "finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "trainer.max_epochs=2",
+          "+trainer.limit_train_batches=3", "data.subset=96", "model.image_size=64", "data.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def cross_validated(shared_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cv")
+    return run_dir, train(compose_config("train", run_dir, TINY + STRONG + ["data.folds=3"]))
+
+
+def test_cross_validation_fits_every_fold_and_reports_mean_and_std(cross_validated):
+    run_dir, metrics = cross_validated
+    val_names = []
+    for fold in range(3):
+        fold_dir = run_dir / f"fold_{fold}"
+        assert (fold_dir / "checkpoints" / "best.ckpt").is_file() and (fold_dir / "metrics.json").is_file()
+        val_names += (fold_dir / "val_split.csv").read_text().splitlines()[1:]
+    assert len(val_names) == len(set(val_names)) == 96  # every image validated exactly once
+    accuracies = metrics["folds"]["val/acc"]
+    assert metrics["val/acc"] == pytest.approx(sum(accuracies) / 3)
+    assert metrics["val/acc_std"] >= 0 and len(metrics["fold_ckpts"]) == 3
+    assert json.loads((run_dir / "metrics.json").read_text())["val/acc"] == metrics["val/acc"]
+    assert sum(map(sum, metrics["test/confusion_matrix"])) == 96  # pooled over the folds
+    assert metrics["train/images_per_s"] > 0 and metrics["device"].startswith("cpu")
+
+
+def test_a_second_run_with_the_same_seed_is_identical(cross_validated, tmp_path):
+    _, metrics = cross_validated
+    again = train(compose_config("train", tmp_path, TINY + STRONG + ["data.folds=3"]))
+    assert again["folds"]["val/acc"] == metrics["folds"]["val/acc"]
+    assert again["folds"]["val/loss"] == metrics["folds"]["val/loss"]
+
+
+def test_checkpoints_hold_the_averaged_weights_and_train_tests_them(cross_validated, tmp_path):
+    import torch
+
+    run_dir, _ = cross_validated
+    fold = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
+    checkpoint = torch.load(fold["best_ckpt"], map_location="cpu", weights_only=False)
+    averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(not torch.equal(averaged[k], raw[k]) for k in raw if raw[k].is_floating_point())
+    cfg = compose_config("eval", tmp_path, [f"ckpt_path={fold['best_ckpt']}", "data.subset=96", "trainer.accelerator=cpu"])
+    assert evaluate(cfg)["test/loss"] == pytest.approx(fold["test/loss"], abs=1e-6)
+
+
+def test_resume_skips_finished_folds(cross_validated, tmp_path):
+    run_dir, metrics = cross_validated
+    cfg = compose_config("train", run_dir, TINY + STRONG + ["data.folds=3", f"resume={run_dir}"])
+    assert train(cfg)["folds"]["val/acc"] == metrics["folds"]["val/acc"]

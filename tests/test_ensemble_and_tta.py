@@ -1,0 +1,69 @@
+"""Flip test-time augmentation and the mean-probability ensemble of several checkpoints."""
+
+import csv
+
+import pytest
+import torch
+
+from tests.conftest import TINY, compose_config
+from vehicle_transfer.models.classifier import ImageClassifier
+from vehicle_transfer.predict import predict
+from vehicle_transfer.train import train
+
+
+def test_flip_tta_is_the_mean_of_an_image_and_its_mirror():
+    torch.manual_seed(0)
+    model = ImageClassifier("cnn", num_classes=2, image_size=32, pretrained=False, tta_flip=True).eval()
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        tta = model.log_probs(images).exp()
+        plain = model(images).softmax(1), model(images.flip(-1)).softmax(1)
+        mirrored = model.log_probs(images.flip(-1)).exp()
+    assert torch.allclose(tta, (plain[0] + plain[1]) / 2, atol=1e-6)
+    assert torch.allclose(tta, mirrored, atol=1e-6) and not torch.allclose(plain[0], plain[1], atol=1e-4)
+
+
+def test_mixing_gives_soft_targets_and_still_learns_from_a_batch():
+    torch.manual_seed(0)
+    model = ImageClassifier("cnn", num_classes=2, image_size=32, pretrained=False, mixup_alpha=0.4, cutmix_alpha=1.0)
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    mixed, targets = model.mix(images.float(), torch.tensor([0, 1] * 4))
+    assert targets.shape == (8, 2) and torch.allclose(targets.sum(1), torch.ones(8))
+    assert ((targets > 0) & (targets < 1)).any() and not torch.equal(mixed, images.float())
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(shared_data, tmp_path_factory):
+    paths = []
+    for seed in (1, 2):
+        run_dir = tmp_path_factory.mktemp(f"seed{seed}")
+        train(compose_config("train", run_dir, TINY + ["finetune=frozen", "trainer.max_epochs=1", f"seed={seed}",
+                                                      "data.subset=64", "model.image_size=64", "test=false"]))
+        paths.append(run_dir / "checkpoints" / "last.ckpt")
+    return paths
+
+
+def _predict(tmp_path, ckpt_path: str, *overrides: str) -> list[dict]:
+    source = tmp_path / "few.csv"
+    source.write_text("image_names\n1.jpg\n2.jpg\n5.jpg\n")
+    cfg = compose_config("predict", tmp_path, [f"ckpt_path={ckpt_path}", f"source={source}", "trainer.accelerator=cpu",
+                                               f"output={tmp_path}/out_{abs(hash(ckpt_path + str(overrides)))}.csv", *overrides])
+    return list(csv.DictReader(open(predict(cfg))))
+
+
+def test_predict_averages_the_probabilities_of_several_checkpoints(two_checkpoints, tmp_path):
+    first, second = (_predict(tmp_path, str(p)) for p in two_checkpoints)
+    both = _predict(tmp_path, f"[{two_checkpoints[0]},{two_checkpoints[1]}]")
+    pattern = _predict(tmp_path, f"{two_checkpoints[0].parents[2]}/seed*/checkpoints/last.ckpt")
+    assert both == pattern
+    for a, b, mean in zip(first, second, both):
+        expected = (float(a["prob_emergency"]) + float(b["prob_emergency"])) / 2
+        assert float(mean["prob_emergency"]) == pytest.approx(expected, abs=2e-6)
+    assert first != second
+
+
+def test_submission_format_and_missing_checkpoints(two_checkpoints, tmp_path):
+    rows = _predict(tmp_path, str(two_checkpoints[0]), "probabilities=false", "tta_flip=true")
+    assert list(rows[0]) == ["image_names", "emergency_or_not"] and len(rows) == 3
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        _predict(tmp_path, str(tmp_path / "nowhere" / "fold_*" / "best.ckpt"))

@@ -1,0 +1,63 @@
+"""scripts/reproduce.py end to end on a tiny set: a trained row, a skipped row, a cross-validated row
+with its no-TTA ablation and the fold ensemble's submission."""
+
+import csv
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import SHARED_DATA
+from vehicle_transfer import PROJECT_ROOT
+
+QUICK = "[trainer.max_epochs=1,+trainer.limit_train_batches=2,data.subset=48,model.image_size=48,data.batch_size=16]"
+SETS = f"""
+tiny:
+  title: A tiny set
+  submission: true
+  tta_ablation: true
+  rows:
+    - experiment: seed_cnn
+      overrides: {QUICK}
+      published: {{train_acc: 0.8157, val_acc: 0.7626}}
+    - experiment: seed_vgg16_frozen
+      overrides: {QUICK}
+    - experiment: lite0_frozen
+      overrides: {QUICK[:-1]},data.folds=2]
+"""
+
+
+def _offline() -> bool:
+    try:
+        socket.create_connection(("download.pytorch.org", 443), timeout=3).close()
+        return False
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(not _offline(), reason="VGG16 weights are downloadable here: its row would train")
+def test_reproduce_tabulates_rows_skips_missing_weights_and_writes_a_submission(shared_data, tmp_path):
+    (tmp_path / "sets.yaml").write_text(SETS)
+    out = tmp_path / "repro"
+    command = [sys.executable, "scripts/reproduce.py", "--set", "tiny", "--sets", str(tmp_path / "sets.yaml"),
+               "--out", str(out), f"data.root={SHARED_DATA}", "trainer.accelerator=cpu"]
+    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [r["experiment"] for r in rows] == ["seed_cnn", "seed_vgg16_frozen", "lite0_frozen", "lite0_frozen"]
+    cnn, vgg, cv, no_tta = rows
+    assert cnn["status"] == "ok" and 0 <= float(cnn["val_acc"]) <= 1 and float(cnn["train_images_per_s"]) > 0
+    assert (cnn["model"], cnn["finetune"], cnn["epochs"], cnn["image_size"]) == ("cnn", "full", "1", "48")
+    assert vgg["status"].startswith("skipped: ") and "vgg16" in vgg["status"] and vgg["model"] == "vgg16"
+    assert cv["folds"] == "2" and cv["val_acc_std"] != "" and "no flip TTA" in no_tta["overrides"]
+    assert not list(out.glob("results.partial.*"))  # the per-row tables are replaced by the final ones
+    table = (out / "results.md").read_text()
+    assert "0.7626" in table and "skipped" in table and "± " in table
+
+    submission = list(csv.DictReader(open(out / "submission.csv")))
+    expected = [r["image_names"] for r in csv.DictReader(open(shared_data / "test.csv"))]
+    assert [r["image_names"] for r in submission] == expected and len(expected) == 706
+    assert list(submission[0]) == ["image_names", "emergency_or_not"]
+    assert {r["emergency_or_not"] for r in submission} <= {"0", "1"}
