@@ -156,7 +156,8 @@ def markdown(spec: dict, rows: list[dict]) -> str:
             cells += [_fraction(figures.get("train_acc", "")), _fraction(figures.get("val_acc", ""))]
         wall = _duration(r["wall_time_s"])
         speed = f"{r['train_images_per_s']:.1f}" if r["train_images_per_s"] not in ("", None) else ""
-        cells += [_fraction(r["train_acc"]), val, wall, speed, r["device"], r["status"], f"`{r['run_dir']}`"]
+        status = r["status"].split(". ")[0]  # the reason's first sentence; results.csv has all of it
+        cells += [_fraction(r["train_acc"]), val, wall, speed, r["device"], status, f"`{r['run_dir']}`"]
         lines.append("| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
