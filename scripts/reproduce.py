@@ -46,27 +46,30 @@ def main() -> int:
     out = args.out or PROJECT_ROOT / "logs" / "reproductions" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{args.name}"
     out.mkdir(parents=True, exist_ok=True)
 
-    start, rows = time.perf_counter(), []
+    data_overrides = [o for o in args.overrides if o.startswith("data.")]  # what eval and predict also need
+    start, rows, cross_validated = time.perf_counter(), [], []
     for index, row in enumerate(spec["rows"]):
         overrides = [f"experiment={row['experiment']}", f"seed={args.seed}", *row.get("overrides", []), *args.overrides]
         run_dir = out / "runs" / str(index)
         print(f"[{index + 1}/{len(spec['rows'])}] train {' '.join(overrides)}", flush=True)
         run_python("vehicle_transfer.train", "-m", *overrides, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.")
         rows.append(result_row(row, run_dir))
-        if spec.get("tta_ablation") and rows[-1]["status"] == "ok" and rows[-1]["folds"]:
-            rows.append(without_flip_tta(rows[-1], run_dir, args.overrides))
+        if rows[-1]["status"] == "ok" and rows[-1]["folds"]:
+            cross_validated.append(rows[-1])
+            if spec.get("tta_ablation"):
+                rows.append(without_flip_tta(rows[-1], run_dir, data_overrides))
         write_tables(out, spec, rows, time.perf_counter() - start, final=False)  # what is done so far
-    scored = [r for r in rows if r["status"] == "ok" and r["folds"] and "no flip TTA" not in r["overrides"]]
-    if spec.get("submission") and scored:
-        best = max(scored, key=lambda r: r["val_acc"])
-        write_submission(out, Path(best["run_dir"]), args.overrides)
+    if spec.get("submission") and cross_validated:
+        best = max(cross_validated, key=lambda r: r["val_acc"])
+        write_submission(out, Path(best["run_dir"]), data_overrides)
     write_tables(out, spec, rows, time.perf_counter() - start, final=True)
     print(f"results: {out / 'results.md'}")
     return 1 if any(r["status"].startswith("failed") for r in rows) else 0
 
 
-def run_python(module: str, *arguments: str) -> int:
-    return subprocess.run([sys.executable, "-m", module, *arguments], cwd=PROJECT_ROOT).returncode
+def run_python(module: str, *arguments: str) -> None:
+    """Outcomes are read from the files the job writes (metrics.json, summary.json), not its exit status."""
+    subprocess.run([sys.executable, "-m", module, *arguments], cwd=PROJECT_ROOT)
 
 
 def result_row(row: dict, run_dir: Path) -> dict:
@@ -102,24 +105,24 @@ def job_error(run_dir: Path) -> str:
     return errors[0] if errors else "no metrics.json"
 
 
-def without_flip_tta(row: dict, run_dir: Path, extra: list[str]) -> dict:
+def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dict:
     """The same fold checkpoints scored on their validation folds without flip TTA: what TTA adds."""
     accuracies = []
     for fold_dir in sorted(run_dir.glob("fold_*")):
         eval_dir = fold_dir / "eval_no_tta"
         run_python("vehicle_transfer.eval", f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}", "tta_flip=false",
-                   f"hydra.run.dir={eval_dir}", *[o for o in extra if o.startswith("data.")])
+                   f"hydra.run.dir={eval_dir}", *data_overrides)
         accuracies.append(json.loads((eval_dir / "metrics.json").read_text())["test/acc"])
     return row | {"overrides": (row["overrides"] + " tta_flip=false (no flip TTA)").strip(), "train_acc": "",
                   "val_acc": statistics.fmean(accuracies), "val_acc_std": statistics.stdev(accuracies),
                   "wall_time_s": "", "train_images_per_s": "", "run_dir": f"{run_dir}/fold_*/eval_no_tta"}
 
 
-def write_submission(out: Path, run_dir: Path, extra: list[str]) -> None:
+def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> None:
     """Mean probabilities of every fold's checkpoint, with flip TTA, for test.csv: image_names, emergency_or_not."""
     run_python("vehicle_transfer.predict", f"ckpt_path={run_dir}/fold_*/checkpoints/best.ckpt", "tta_flip=true",
                "probabilities=false", f"output={out / 'submission.csv'}", f"hydra.run.dir={out / 'predict'}",
-               *[o for o in extra if o.startswith("data.")])
+               *data_overrides)
 
 
 def write_tables(out: Path, spec: dict, rows: list[dict], seconds: float, final: bool) -> None:
