@@ -54,9 +54,10 @@ def main() -> int:
         print(f"[{index + 1}/{len(spec['rows'])}] train {' '.join(overrides)}", flush=True)
         run_python("vehicle_transfer.train", "-m", *overrides, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.")
         rows.append(result_row(row, run_dir))
-        if rows[-1]["status"] == "ok" and rows[-1]["folds"]:
-            cross_validated.append(rows[-1])
-            if spec.get("tta_ablation"):
+        if rows[-1]["status"] == "ok":
+            if rows[-1]["folds"]:
+                cross_validated.append(rows[-1])
+            if row.get("tta_ablation"):
                 rows.append(without_flip_tta(rows[-1], run_dir, data_overrides))
         write_tables(out, spec, rows, time.perf_counter() - start, final=False)  # what is done so far
     if spec.get("submission") and cross_validated:
@@ -81,7 +82,7 @@ def result_row(row: dict, run_dir: Path) -> dict:
         config = OmegaConf.load(config_file)
         values |= {"model": config.model.backbone, "finetune": choices.get("finetune"),
                    "epochs": config.trainer.max_epochs, "image_size": config.model.image_size,
-                   "folds": config.data.get("folds") or ""}
+                   "folds": (config.data.get("folds") or "") if config.data.get("fold") is None else ""}  # one fold: no CV
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
@@ -106,16 +107,20 @@ def job_error(run_dir: Path) -> str:
 
 
 def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dict:
-    """The same fold checkpoints scored on their validation folds without flip TTA: what TTA adds."""
+    """The same checkpoints (every fold's, or the single run's) scored on their validation images
+    without flip TTA: what TTA adds."""
+    fold_dirs = sorted(run_dir.glob("fold_*")) or [run_dir]
     accuracies = []
-    for fold_dir in sorted(run_dir.glob("fold_*")):
+    for fold_dir in fold_dirs:
         eval_dir = fold_dir / "eval_no_tta"
         run_python("vehicle_transfer.eval", f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}", "tta_flip=false",
                    f"hydra.run.dir={eval_dir}", *data_overrides)
         accuracies.append(json.loads((eval_dir / "metrics.json").read_text())["test/acc"])
+    cross_validated = len(accuracies) > 1
     return row | {"overrides": (row["overrides"] + " tta_flip=false (no flip TTA)").strip(), "train_acc": "",
-                  "val_acc": statistics.fmean(accuracies), "val_acc_std": statistics.stdev(accuracies),
-                  "wall_time_s": "", "train_images_per_s": "", "run_dir": f"{run_dir}/fold_*/eval_no_tta"}
+                  "val_acc": statistics.fmean(accuracies), "val_acc_std": statistics.stdev(accuracies) if cross_validated else "",
+                  "wall_time_s": "", "train_images_per_s": "",
+                  "run_dir": f"{run_dir}/fold_*/eval_no_tta" if cross_validated else f"{run_dir}/eval_no_tta"}
 
 
 def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> None:

@@ -1,5 +1,5 @@
-"""scripts/reproduce.py end to end on a tiny set: a trained row, a skipped row, a cross-validated row
-with its no-TTA ablation and the fold ensemble's submission."""
+"""scripts/reproduce.py end to end on a tiny set: a trained row and a cross-validated row, each with its no-TTA
+row, a skipped row (one fold), and the fold ensemble's submission."""
 
 import csv
 import socket
@@ -16,15 +16,16 @@ SETS = f"""
 tiny:
   title: A tiny set
   submission: true
-  tta_ablation: true
   rows:
     - experiment: seed_cnn
       overrides: {QUICK}
       published: {{train_acc: 0.8157, val_acc: 0.7626}}
+      tta_ablation: true
     - experiment: seed_vgg16_frozen
-      overrides: {QUICK}
+      overrides: {QUICK[:-1]},data.folds=2,data.fold=1]
     - experiment: lite0_frozen
       overrides: {QUICK[:-1]},data.folds=2]
+      tta_ablation: true
 """
 
 
@@ -46,12 +47,17 @@ def test_reproduce_tabulates_rows_skips_missing_weights_and_writes_a_submission(
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["experiment"] for r in rows] == ["seed_cnn", "seed_vgg16_frozen", "lite0_frozen", "lite0_frozen"]
-    cnn, vgg, cv, no_tta = rows
+    assert [r["experiment"] for r in rows] == ["seed_cnn", "seed_cnn", "seed_vgg16_frozen", "lite0_frozen", "lite0_frozen"]
+    cnn, cnn_no_tta, vgg, cv, no_tta = rows
     assert cnn["status"] == "ok" and 0 <= float(cnn["val_acc"]) <= 1 and float(cnn["train_images_per_s"]) > 0
     assert (cnn["model"], cnn["finetune"], cnn["epochs"], cnn["image_size"]) == ("cnn", "full", "1", "48")
     assert vgg["status"].startswith("skipped: ") and "vgg16" in vgg["status"] and vgg["model"] == "vgg16"
+    assert vgg["folds"] == "" and cnn["folds"] == ""  # one fold of K is a single split, not a CV result
     assert cv["folds"] == "2" and cv["val_acc_std"] != "" and "no flip TTA" in no_tta["overrides"]
+    assert no_tta["val_acc_std"] != "" and no_tta["run_dir"].endswith("fold_*/eval_no_tta")
+    # a single run's no-TTA row: its one checkpoint re-scored on the same validation images
+    assert "no flip TTA" in cnn_no_tta["overrides"] and cnn_no_tta["val_acc_std"] == ""
+    assert 0 <= float(cnn_no_tta["val_acc"]) <= 1 and (out / "runs" / "0" / "eval_no_tta" / "metrics.json").is_file()
     assert not list(out.glob("results.partial.*"))  # the per-row tables are replaced by the final ones
     table = (out / "results.md").read_text()
     assert "0.7626" in table and "skipped" in table and "± " in table
