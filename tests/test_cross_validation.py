@@ -1,5 +1,6 @@
 """K-fold splits by image content, and a cross-validated training run with the strong recipe's parts."""
 
+import csv
 import json
 import random
 from collections import Counter
@@ -61,6 +62,20 @@ def test_cross_validation_fits_every_fold_and_reports_mean_and_std(cross_validat
     assert json.loads((run_dir / "metrics.json").read_text())["val/acc"] == metrics["val/acc"]
     assert sum(map(sum, metrics["test/confusion_matrix"])) == 96  # pooled over the folds
     assert metrics["train/images_per_s"] > 0 and metrics["device"].startswith("cpu")
+
+
+def test_out_of_fold_predictions_cover_every_image_once_and_give_each_folds_accuracy(cross_validated):
+    run_dir, metrics = cross_validated
+    rows = list(csv.DictReader(open(run_dir / "oof_predictions.csv")))
+    assert len(rows) == len({r["image_names"] for r in rows}) == 96
+    for fold in range(3):
+        fold_rows = [r for r in rows if r["fold"] == str(fold)]
+        validated = list(csv.DictReader(open(run_dir / f"fold_{fold}" / "val_split.csv")))
+        assert [(r["image_names"], r["true_emergency_or_not"]) for r in fold_rows] == [
+            (r["image_names"], r["emergency_or_not"]) for r in validated]
+        correct = sum(r["emergency_or_not"] == r["true_emergency_or_not"] for r in fold_rows)
+        assert correct / len(fold_rows) == pytest.approx(metrics["folds"]["test/acc"][fold])
+    assert all(float(r["prob_non_emergency"]) + float(r["prob_emergency"]) == pytest.approx(1, abs=1e-4) for r in rows)
 
 
 def test_a_second_run_with_the_same_seed_is_identical(cross_validated, tmp_path):

@@ -28,6 +28,10 @@ def test_training_beats_chance_and_writes_its_outputs(trained):
     assert (run_dir / "checkpoints" / "best.ckpt").is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "val_split.csv").is_file() and (run_dir / "config.yaml").is_file()
+    tested = list(csv.DictReader(open(run_dir / "test_predictions.csv")))  # the test metrics, image by image
+    assert [r["image_names"] for r in tested] == [r["image_names"] for r in csv.DictReader(open(run_dir / "val_split.csv"))]
+    correct = sum(r["emergency_or_not"] == r["true_emergency_or_not"] for r in tested)
+    assert correct / len(tested) == pytest.approx(metrics["test/acc"])
 
 
 def test_eval_reproduces_the_training_test_metrics(trained, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -27,3 +29,12 @@ def write_atomically(path: Path, text: str) -> None:
 
 def write_json(path: Path, data: dict) -> None:
     write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    """A csv file written atomically (see write_atomically)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_atomically(path, buffer.getvalue())

@@ -7,8 +7,6 @@ folder, as a ready-to-submit csv.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vehicle_transfer import CONFIG_DIR
-from vehicle_transfer.paths import write_atomically
+from vehicle_transfer.prediction_files import write_predictions
 from vehicle_transfer.runs import build_trainer, checkpoint_paths, load_classifier
 
 log = logging.getLogger(__name__)
@@ -33,19 +31,9 @@ def predict(cfg: DictConfig) -> Path:
     trainer = build_trainer(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
     probs = torch.stack([torch.cat(trainer.predict(m, datamodule=datamodule)) for m in models]).mean(0).numpy()
-    names = datamodule.predict_table.names
-    class_names = list(cfg.data.class_names)
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    probability_columns = ["probability"] + [f"prob_{c}" for c in class_names] if cfg.probabilities else []
-    writer.writerow([cfg.data.name_column, cfg.data.label_column] + probability_columns)
-    for name, p in zip(names, probs):
-        probabilities = [f"{p.max():.6f}"] + [f"{q:.6f}" for q in p] if cfg.probabilities else []
-        writer.writerow([name, int(p.argmax())] + probabilities)
-    output = Path(cfg.output)
-    write_atomically(output, buffer.getvalue())
-    log.info("wrote %d predictions of %d model(s) to %s", len(names), len(models), output)
+    output = write_predictions(Path(cfg.output), datamodule.predict_table.names, probs, cfg.data.name_column,
+                               cfg.data.label_column, list(cfg.data.class_names), probabilities=cfg.probabilities)
+    log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output
 
 

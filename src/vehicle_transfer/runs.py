@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import glob
 import logging
 import math
@@ -14,11 +15,15 @@ from omegaconf import DictConfig
 
 from vehicle_transfer.checkpoint_io import AtomicCheckpointIO
 from vehicle_transfer.models.classifier import ImageClassifier
-from vehicle_transfer.paths import from_project_root, write_json
+from vehicle_transfer.data.table import ImageTable
+from vehicle_transfer.paths import from_project_root, write_csv, write_json
+from vehicle_transfer.prediction_files import write_predictions
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
+TEST_PREDICTIONS_FILE = "test_predictions.csv"   # what the test metrics were computed from, image by image
+OUT_OF_FOLD_FILE = "oof_predictions.csv"         # cross-validation: every fold's test predictions, one file
 
 
 def seed_run(cfg: DictConfig) -> None:
@@ -46,6 +51,33 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
     write_json(path, metrics)
     log.info("metrics written to %s", path)
     return path
+
+
+def save_test_predictions(output_dir: Path, data_cfg: DictConfig, table: ImageTable, batches: list[torch.Tensor]) -> None:
+    """The tested images' predictions, probabilities and labels; not written when only some images were
+    tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set."""
+    tested = sum(len(b) for b in batches)
+    if tested != len(table):
+        log.warning("%d of %d test images were tested: %s not written", tested, len(table), TEST_PREDICTIONS_FILE)
+        return
+    write_predictions(Path(output_dir) / TEST_PREDICTIONS_FILE, table.names, torch.cat(batches).numpy(),
+                      data_cfg.name_column, data_cfg.label_column, list(data_cfg.class_names), true_labels=table.labels)
+
+
+def pool_fold_predictions(output_dir: Path, folds: int) -> None:
+    """Every fold's test predictions (its validation images) in one file with a `fold` column: the
+    out-of-fold predictions, each labelled image predicted once by a model that never trained on it."""
+    files = [Path(output_dir) / f"fold_{fold}" / TEST_PREDICTIONS_FILE for fold in range(folds)]
+    if not all(f.is_file() for f in files):
+        log.warning("not every fold wrote %s: %s not written", TEST_PREDICTIONS_FILE, OUT_OF_FOLD_FILE)
+        return
+    rows = []
+    for fold, path in enumerate(files):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader) + ["fold"]
+            rows += [row + [fold] for row in reader]
+    write_csv(Path(output_dir) / OUT_OF_FOLD_FILE, header, rows)
 
 
 def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:

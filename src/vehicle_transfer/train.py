@@ -25,7 +25,8 @@ from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.audit import duplicate_summary
 from vehicle_transfer.cpu_memory import keep_freed_memory
 from vehicle_transfer.paths import write_atomically
-from vehicle_transfer.runs import METRICS_FILE, build_trainer, scalar_metrics, seed_run, write_metrics
+from vehicle_transfer.runs import (METRICS_FILE, build_trainer, pool_fold_predictions, save_test_predictions, scalar_metrics,
+                                   seed_run, write_metrics)
 
 log = logging.getLogger(__name__)
 # Frozen BatchNorm layers are in eval mode on purpose (see ImageClassifier.train).
@@ -59,6 +60,7 @@ def fit(cfg: DictConfig) -> dict:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics |= scalar_metrics(trainer.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
+        save_test_predictions(output_dir, cfg.data, datamodule.test_table, model.test_probabilities)
     metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
     metrics |= {"best_ckpt": best, "epochs": trainer.current_epoch, "device": device_name(trainer),
@@ -89,6 +91,7 @@ def cross_validate(cfg: DictConfig) -> dict:
                 fold_cfg.resume = None  # this fold had not finished an epoch: start it
         log.info("fold %d of %d: %s", fold + 1, cfg.data.folds, fold_dir)
         results.append(fit(fold_cfg))
+    pool_fold_predictions(output_dir, cfg.data.folds)
     numbers = [k for k, v in results[0].items() if isinstance(v, (int, float)) and all(k in r for r in results)]
     metrics = {k: statistics.fmean(r[k] for r in results) for k in numbers}
     metrics |= {f"{k}_std": statistics.stdev(r[k] for r in results) for k in numbers}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from vehicle_transfer.data.near_duplicates import near_duplicate_groups, percept
 from vehicle_transfer.data.split import content_hash, stratified_group_folds, stratified_group_split
 from vehicle_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
 from vehicle_transfer.data.transforms import eval_transform, train_transform
-from vehicle_transfer.paths import from_project_root, write_atomically
+from vehicle_transfer.paths import from_project_root, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +211,8 @@ class CsvImageDataModule(L.LightningDataModule):
     def save_split(self, directory: Path) -> Path:
         """Write the validation image names (and labels) so eval can reuse exactly this split."""
         self._split()
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow([self.hparams.name_column, self.hparams.label_column])
-        writer.writerows(zip(self.val_table.names, self.val_table.labels))
         path = Path(directory) / VAL_SPLIT_FILE
-        write_atomically(path, buffer.getvalue())
+        write_csv(path, [self.hparams.name_column, self.hparams.label_column], zip(self.val_table.names, self.val_table.labels))
         return path
 
 

@@ -77,6 +77,7 @@ class ImageClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
         self.confusion_matrices: dict[str, list[list[int]]] = {}
+        self.test_probabilities: list[torch.Tensor] = []  # per test batch, in loader order (train saves them)
 
     # ---- model ---------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -121,6 +122,8 @@ class ImageClassifier(L.LightningModule):
             loss = F.nll_loss(log_probs, labels)
             probs = log_probs.exp()
         getattr(self, f"{stage}_metrics").update(probs, labels)
+        if stage == "test":
+            self.test_probabilities.append(probs.cpu())
         if stage in self.confusion:
             self.confusion[stage].update(probs, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
@@ -147,6 +150,9 @@ class ImageClassifier(L.LightningModule):
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(values["val/acc"])
             self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_start(self):
+        self.test_probabilities = []
 
     def on_test_epoch_end(self):
         self._log_epoch("test")
