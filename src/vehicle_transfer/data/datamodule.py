@@ -101,6 +101,10 @@ class CsvImageDataModule(L.LightningDataModule):
             return self.content_hashes(table)
         return [str(g) for g in near_duplicate_groups(self._cached_hashes(table, perceptual_hash), distance)]
 
+    def folds_of(self, table: ImageTable) -> list[int]:
+        """The fold (0..data.folds-1) of each of the table's images: whole content groups, stratified."""
+        return stratified_group_folds(table.labels, self._groups(table), self.hparams.folds, self.hparams.split_seed)
+
     def _split(self) -> None:
         if self.train_table is not None:
             return
@@ -116,7 +120,7 @@ class CsvImageDataModule(L.LightningDataModule):
             if hp.fold is None or not 0 <= hp.fold < hp.folds:
                 raise DataError(f"data.folds={hp.folds} needs data.fold in 0..{hp.folds - 1} (train sets it for each fold), "
                                 f"got {hp.fold}.")
-            fold_of = stratified_group_folds(table.labels, self._groups(table), hp.folds, hp.split_seed)
+            fold_of = self.folds_of(table)
             train = [i for i, f in enumerate(fold_of) if f != hp.fold]
             val = [i for i, f in enumerate(fold_of) if f == hp.fold]
         else:

@@ -81,10 +81,14 @@ class ImageClassifier(L.LightningModule):
 
     # ---- model ---------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(images))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's features (batch, num_features) of uint8 images."""
         x = (images.float() - self.mean) / self.std
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.head(self.backbone(x))
+        return self.backbone(x)
 
     def train(self, mode: bool = True):
         """Keep BatchNorm layers whose parameters are frozen (or all, with bn_stats_frozen) in eval mode:
