@@ -42,6 +42,7 @@ def test_eval_reproduces_the_training_test_metrics(trained, tmp_path):
     for key in ("test/acc", "test/f1", "test/auroc", "test/loss"):
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6), key
     assert evaluated["test/confusion_matrix"] == metrics["test/confusion_matrix"]
+    assert (tmp_path / "test_predictions.csv").read_text() == (run_dir / "test_predictions.csv").read_text()
 
 
 def test_predict_writes_a_submission_csv(trained, shared_data, tmp_path):

@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vehicle_transfer.checkpoint_io import AtomicCheckpointIO
-from vehicle_transfer.models.classifier import ImageClassifier
 from vehicle_transfer.data.table import ImageTable
+from vehicle_transfer.models.classifier import ImageClassifier
 from vehicle_transfer.paths import from_project_root, write_csv, write_json
 from vehicle_transfer.prediction_files import write_predictions
 
