@@ -11,8 +11,6 @@ results.md, and for sets with `submission: true` the fold ensemble's submission.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import re
 import statistics
@@ -24,7 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
-from vehicle_transfer.paths import write_atomically
+from vehicle_transfer.paths import write_atomically, write_csv
 
 SETS_FILE = CONFIG_DIR / "reproductions.yaml"
 COLUMNS = ["experiment", "overrides", "model", "finetune", "epochs", "image_size", "folds", "train_acc", "val_acc",
@@ -133,13 +131,9 @@ def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> Non
 def write_tables(out: Path, spec: dict, rows: list[dict], seconds: float, final: bool) -> None:
     """results.csv/.md once the set is done; until then results.partial.csv/.md, so that an interrupted
     set never leaves a table that looks complete."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
     stem = "results" if final else "results.partial"
     footer = f"The whole set took {_duration(seconds)}." if final else f"Partial: {len(rows)} row(s) after {_duration(seconds)}; the set was still running."
-    write_atomically(out / f"{stem}.csv", buffer.getvalue())
+    write_csv(out / f"{stem}.csv", COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
     write_atomically(out / f"{stem}.md", markdown(spec, rows) + f"\n{footer}\n")
     if final:
         for partial in out.glob("results.partial.*"):

@@ -50,7 +50,7 @@ def uninterrupted(tmp_path_factory):
 @pytest.mark.parametrize("signal_name, epoch", [("SIGKILL", 2), ("SIGTERM", 1)], ids=["sigkill-after-unfreeze", "sigterm-in-unfreeze-epoch"])
 def test_killed_run_resumes_in_place_to_the_same_metrics(tmp_path, uninterrupted, signal_name, epoch):
     killed = tmp_path / "killed"
-    kill = [f"+callbacks.kill._target_=tests.test_kill_resume.KillAt", f"+callbacks.kill.epoch={epoch}",
+    kill = ["+callbacks.kill._target_=tests.test_kill_resume.KillAt", f"+callbacks.kill.epoch={epoch}",
             "+callbacks.kill.batch=2", f"+callbacks.kill.signal_name={signal_name}"]
     first = run(killed, *kill)
     assert first.returncode == 128 + getattr(signal, signal_name) or first.returncode == -getattr(signal, signal_name)

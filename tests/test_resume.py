@@ -1,7 +1,5 @@
 """freeze_unfreeze interrupted after the unfreeze epoch resumes with the right state and ends as an uninterrupted run."""
 
-import json
-
 import lightning as L
 import pytest
 import torch

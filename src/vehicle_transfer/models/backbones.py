@@ -95,7 +95,7 @@ def _timm(name: str, pretrained: bool) -> Backbone:
             raise WeightsUnavailableError(f"timm model {name!r} has no pretrained weights; set model.pretrained=false.")
         cached = _hf_cached(cfg.hf_hub_id) if cfg.hf_hub_id else _torch_hub_cached(cfg.url)
         if not cached:
-            _require_reachable(f"timm/{name}", f"https://huggingface.co" if cfg.hf_hub_id else cfg.url)
+            _require_reachable(f"timm/{name}", "https://huggingface.co" if cfg.hf_hub_id else cfg.url)
     model = timm.create_model(name, pretrained=pretrained, num_classes=0)
     cfg = model.pretrained_cfg
     return Backbone(model, model.num_features, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
