@@ -42,13 +42,16 @@ def main() -> None:
     args = parser.parse_args()
     keep_freed_memory()  # as the entry points do: CPU inference page-faults less
 
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        configs = [compose("train", overrides=[f"model={name}", f"data.folds={args.folds}", *args.overrides])
+                   for name in args.models]
+    datamodule = instantiate(configs[0].data)  # the table and its folds are the same for every model
+    table = datamodule.table
+    fold_of, labels = torch.tensor(datamodule.folds_of(table)), torch.tensor(table.labels)
+
     rows, probabilities = [], []
-    for name in args.models:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-            cfg = compose("train", overrides=[f"model={name}", f"data.folds={args.folds}", *args.overrides])
-        datamodule = instantiate(cfg.data)
-        table, size = datamodule.table, cfg.model.image_size
-        fold_of, labels = torch.tensor(datamodule.folds_of(table)), torch.tensor(table.labels)
+    for name, cfg in zip(args.models, configs):
+        size = cfg.model.image_size
         start = time.perf_counter()
         features = embed_all(instantiate(cfg.model).eval(), table.paths, size, cfg.data.batch_size)
         speed = len(table) / (time.perf_counter() - start)
