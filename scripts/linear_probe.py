@@ -36,15 +36,19 @@ L2 = 1e-2  # on standardised features
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"])
+    parser.add_argument(
+        "--models", nargs="+", default=["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("overrides", nargs="*", help="train config overrides, e.g. data.root=...")
     args = parser.parse_args()
     keep_freed_memory()  # as the entry points do: CPU inference page-faults less
 
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        configs = [compose("train", overrides=[f"model={name}", f"data.folds={args.folds}", *args.overrides])
-                   for name in args.models]
+        configs = [
+            compose("train", overrides=[f"model={name}", f"data.folds={args.folds}", *args.overrides])
+            for name in args.models
+        ]
     datamodule = instantiate(configs[0].data)  # the table and its folds are the same for every model
     table = datamodule.table
     fold_of, labels = torch.tensor(datamodule.folds_of(table)), torch.tensor(table.labels)
@@ -74,8 +78,9 @@ def embed_all(model: nn.Module, paths: list, size: int, batch_size: int) -> torc
         return torch.cat([(model.embed(x) + model.embed(x.flip(-1))) / 2 for x, _ in loader]).double()
 
 
-def out_of_fold_probabilities(features: torch.Tensor, labels: torch.Tensor, fold_of: torch.Tensor,
-                              num_classes: int) -> torch.Tensor:
+def out_of_fold_probabilities(
+    features: torch.Tensor, labels: torch.Tensor, fold_of: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """Each image's class probabilities from the regression fitted on the other folds."""
     probs = torch.zeros(len(labels), num_classes, dtype=torch.float64)
     for fold in fold_of.unique():
@@ -109,7 +114,13 @@ def fold_accuracies(probs: torch.Tensor, labels: torch.Tensor, fold_of: torch.Te
 
 
 def markdown(rows: list, folds: int) -> str:
-    header = ["features", "image size", *(f"fold {i}" for i in range(folds)), f"{folds}-fold mean ± std", "decode + embed img/s"]
+    header = [
+        "features",
+        "image size",
+        *(f"fold {i}" for i in range(folds)),
+        f"{folds}-fold mean ± std",
+        "decode + embed img/s",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, size, accuracies, speed in rows:
         summary = f"{statistics.fmean(accuracies):.4f} ± {statistics.stdev(accuracies):.4f}"

@@ -39,14 +39,21 @@ def dataset_root(folder: Path) -> Path:
 
 def validate(root: Path) -> str:
     csv_path = find_in_root(root, "auto", "data.csv_file")
-    table = read_table(csv_path, find_in_root(root, "auto", "data.image_dir"), "image_names", "emergency_or_not",
-                       ["non_emergency", "emergency"])
+    table = read_table(
+        csv_path,
+        find_in_root(root, "auto", "data.image_dir"),
+        "image_names",
+        "emergency_or_not",
+        ["non_emergency", "emergency"],
+    )
     return f"{len(table)} labelled images ({csv_path.name})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("source", nargs="?", type=Path, help="data folder or zip (default: ../shared/data/emergency_vehicles)")
+    parser.add_argument(
+        "source", nargs="?", type=Path, help="data folder or zip (default: ../shared/data/emergency_vehicles)"
+    )
     parser.add_argument("--copy", action="store_true", help="copy a folder instead of symlinking it")
     args = parser.parse_args(argv)
 

@@ -22,11 +22,26 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
-from vehicle_transfer.paths import write_atomically, write_csv
+from vehicle_transfer.files import write_atomically, write_csv
 
 SETS_FILE = CONFIG_DIR / "reproductions.yaml"
-COLUMNS = ["experiment", "overrides", "model", "finetune", "epochs", "image_size", "folds", "train_acc", "val_acc",
-           "val_acc_std", "wall_time_s", "train_images_per_s", "device", "status", "run_dir"]
+COLUMNS = [
+    "experiment",
+    "overrides",
+    "model",
+    "finetune",
+    "epochs",
+    "image_size",
+    "folds",
+    "train_acc",
+    "val_acc",
+    "val_acc_std",
+    "wall_time_s",
+    "train_images_per_s",
+    "device",
+    "status",
+    "run_dir",
+]
 
 
 def main() -> int:
@@ -78,16 +93,25 @@ def result_row(row: dict, run_dir: Path) -> dict:
     if hydra_file.is_file():
         choices = OmegaConf.load(hydra_file).hydra.runtime.choices
         config = OmegaConf.load(config_file)
-        values |= {"model": config.model.backbone, "finetune": choices.get("finetune"),
-                   "epochs": config.trainer.max_epochs, "image_size": config.model.image_size,
-                   "folds": (config.data.get("folds") or "") if config.data.get("fold") is None else ""}  # one fold: no CV
+        values |= {
+            "model": config.model.backbone,
+            "finetune": choices.get("finetune"),
+            "epochs": config.trainer.max_epochs,
+            "image_size": config.model.image_size,
+            "folds": (config.data.get("folds") or "") if config.data.get("fold") is None else "",
+        }  # one fold: no CV
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
         metrics = json.loads(metrics_file.read_text())
-        values |= {"train_acc": metrics.get("train/acc"), "val_acc": metrics.get("val/acc"),
-                   "val_acc_std": metrics.get("val/acc_std", ""), "wall_time_s": metrics.get("wall_time_s"),
-                   "train_images_per_s": metrics.get("train/images_per_s"), "device": metrics.get("device"),
-                   "status": "ok"}
+        values |= {
+            "train_acc": metrics.get("train/acc"),
+            "val_acc": metrics.get("val/acc"),
+            "val_acc_std": metrics.get("val/acc_std", ""),
+            "wall_time_s": metrics.get("wall_time_s"),
+            "train_images_per_s": metrics.get("train/images_per_s"),
+            "device": metrics.get("device"),
+            "status": "ok",
+        }
     else:
         error = job_error(run_dir)
         missing_weights = re.search(r"WeightsUnavailableError\(?\W*(.*?)[\"')]*( full_key: \S+)?$", error)
@@ -111,28 +135,48 @@ def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dic
     accuracies = []
     for fold_dir in fold_dirs:
         eval_dir = fold_dir / "eval_no_tta"
-        run_python("vehicle_transfer.eval", f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}", "tta_flip=false",
-                   f"hydra.run.dir={eval_dir}", *data_overrides)
+        run_python(
+            "vehicle_transfer.eval",
+            f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}",
+            "tta_flip=false",
+            f"hydra.run.dir={eval_dir}",
+            *data_overrides,
+        )
         accuracies.append(json.loads((eval_dir / "metrics.json").read_text())["test/acc"])
     cross_validated = len(accuracies) > 1
-    return row | {"overrides": (row["overrides"] + " tta_flip=false (no flip TTA)").strip(), "train_acc": "",
-                  "val_acc": statistics.fmean(accuracies), "val_acc_std": statistics.stdev(accuracies) if cross_validated else "",
-                  "wall_time_s": "", "train_images_per_s": "",
-                  "run_dir": f"{run_dir}/fold_*/eval_no_tta" if cross_validated else f"{run_dir}/eval_no_tta"}
+    return row | {
+        "overrides": (row["overrides"] + " tta_flip=false (no flip TTA)").strip(),
+        "train_acc": "",
+        "val_acc": statistics.fmean(accuracies),
+        "val_acc_std": statistics.stdev(accuracies) if cross_validated else "",
+        "wall_time_s": "",
+        "train_images_per_s": "",
+        "run_dir": f"{run_dir}/fold_*/eval_no_tta" if cross_validated else f"{run_dir}/eval_no_tta",
+    }
 
 
 def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> None:
     """Mean probabilities of every fold's checkpoint, with flip TTA, for test.csv: image_names, emergency_or_not."""
-    run_python("vehicle_transfer.predict", f"ckpt_path={run_dir}/fold_*/checkpoints/best.ckpt", "tta_flip=true",
-               "probabilities=false", f"output={out / 'submission.csv'}", f"hydra.run.dir={out / 'predict'}",
-               *data_overrides)
+    run_python(
+        "vehicle_transfer.predict",
+        f"ckpt_path={run_dir}/fold_*/checkpoints/best.ckpt",
+        "tta_flip=true",
+        "probabilities=false",
+        f"output={out / 'submission.csv'}",
+        f"hydra.run.dir={out / 'predict'}",
+        *data_overrides,
+    )
 
 
 def write_tables(out: Path, spec: dict, rows: list[dict], seconds: float, final: bool) -> None:
     """results.csv/.md once the set is done; until then results.partial.csv/.md, so that an interrupted
     set never leaves a table that looks complete."""
     stem = "results" if final else "results.partial"
-    footer = f"The whole set took {_duration(seconds)}." if final else f"Partial: {len(rows)} row(s) after {_duration(seconds)}; the set was still running."
+    footer = (
+        f"The whole set took {_duration(seconds)}."
+        if final
+        else f"Partial: {len(rows)} row(s) after {_duration(seconds)}; the set was still running."
+    )
     write_csv(out / f"{stem}.csv", COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
     write_atomically(out / f"{stem}.md", markdown(spec, rows) + f"\n{footer}\n")
     if final:
@@ -151,7 +195,9 @@ def markdown(spec: dict, rows: list[dict]) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         name = r["experiment"] + (f" ({r['overrides']})" if r["overrides"] else "")
-        val = _fraction(r["val_acc"]) + (f" ± {r['val_acc_std']:.4f} ({r['folds']}-fold)" if r["val_acc_std"] != "" else "")
+        val = _fraction(r["val_acc"]) + (
+            f" ± {r['val_acc_std']:.4f} ({r['folds']}-fold)" if r["val_acc_std"] != "" else ""
+        )
         cells = [name, r["model"], r["finetune"], r["epochs"], r["image_size"]]
         if published:
             figures = published.get(r["experiment"], {})

@@ -24,8 +24,15 @@ def _distance(a: int, b: int) -> int:
 
 
 def test_real_data_defects_match_the_readme(shared_data):
-    report = audit(shared_data / "train.csv", shared_data / "images", "image_names", "emergency_or_not", CLASSES,
-                   test_csv=shared_data / "test.csv", near_duplicates=False)
+    report = audit(
+        shared_data / "train.csv",
+        shared_data / "images",
+        "image_names",
+        "emergency_or_not",
+        CLASSES,
+        test_csv=shared_data / "test.csv",
+        near_duplicates=False,
+    )
     assert report["rows"] == 1646
     assert report["class_balance"] == {"non_emergency": 965, "emergency": 681}
     exact = report["exact_duplicates"]
@@ -93,19 +100,44 @@ def synthetic(shared_data, tmp_path_factory) -> Path:
     rgb().convert("RGBA").save(images / "rgba.png")
     rgb().convert("CMYK").save(images / "cmyk.jpg")
     Image.fromarray(np.asarray(rgb().convert("L"), dtype=np.uint16) * 257).save(images / "sixteen.png")
-    for name in ("fire truck.jpg", "ambulançe_é.jpg", "badlabel.jpg", "nolabel.jpg", "name_label.jpg", "extra.jpg",
-                 "test_new.jpg"):
+    for name in (
+        "fire truck.jpg",
+        "ambulançe_é.jpg",
+        "badlabel.jpg",
+        "nolabel.jpg",
+        "name_label.jpg",
+        "extra.jpg",
+        "test_new.jpg",
+    ):
         shutil.copy(next(real), images / name)
     Image.fromarray(np.tile(np.arange(4100, dtype=np.uint16) % 256, (16, 1)).astype(np.uint8)).save(images / "wide.png")
     shutil.copy(images / "a7.jpg", images / "test_copy.jpg")
     _reencode(images / "a6.jpg", images / "test_near.jpg")
 
     rows = [(f"a{i}.jpg", i % 2) for i in range(8)] + [
-        ("copy_same.jpg", 0), ("copy_conflict.jpg", 0), ("reencoded.jpg", 0), ("reencoded_conflict.jpg", 0),
-        ("empty.jpg", 0), ("truncated.jpg", 1), ("corrupt.jpg", 0), ("png.png", 1), ("gif.gif", 0),
-        ("gray.jpg", 1), ("palette.png", 0), ("rgba.png", 1), ("cmyk.jpg", 0), ("sixteen.png", 1),
-        ("fire truck.jpg", 1), ("ambulançe_é.jpg", 0), ("a4.jpg", 0), ("a5.jpg", 0), ("missing.jpg", 1),
-        ("badlabel.jpg", 7), ("nolabel.jpg", ""), ("wide.png", 0), ("name_label.jpg", "emergency"),
+        ("copy_same.jpg", 0),
+        ("copy_conflict.jpg", 0),
+        ("reencoded.jpg", 0),
+        ("reencoded_conflict.jpg", 0),
+        ("empty.jpg", 0),
+        ("truncated.jpg", 1),
+        ("corrupt.jpg", 0),
+        ("png.png", 1),
+        ("gif.gif", 0),
+        ("gray.jpg", 1),
+        ("palette.png", 0),
+        ("rgba.png", 1),
+        ("cmyk.jpg", 0),
+        ("sixteen.png", 1),
+        ("fire truck.jpg", 1),
+        ("ambulançe_é.jpg", 0),
+        ("a4.jpg", 0),
+        ("a5.jpg", 0),
+        ("missing.jpg", 1),
+        ("badlabel.jpg", 7),
+        ("nolabel.jpg", ""),
+        ("wide.png", 0),
+        ("name_label.jpg", "emergency"),
     ]
     with open(root / "train.csv", "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("image_names", "emergency_or_not"), *rows])
@@ -125,9 +157,13 @@ def test_missing_files_bad_labels_and_repeated_rows(synthetic_run):
     assert report["rows"] == 31
     assert report["missing_files"] == ["missing.jpg"]
     assert [(b["line"], b["name"], b["label"]) for b in report["bad_labels"]] == [
-        (29, "badlabel.jpg", "7"), (30, "nolabel.jpg", "")]
+        (29, "badlabel.jpg", "7"),
+        (30, "nolabel.jpg", ""),
+    ]
     assert [(r["name"], r["lines"], r["conflicting"]) for r in report["repeated_rows"]] == [
-        ("a4.jpg", [6, 26], False), ("a5.jpg", [7, 27], True)]
+        ("a4.jpg", [6, 26], False),
+        ("a5.jpg", [7, 27], True),
+    ]
     assert report["unlisted_files"] == ["extra.jpg"]
     # Class names are valid labels too: name_label.jpg counts as emergency.
     assert report["class_balance"] == {"non_emergency": 17, "emergency": 12}
@@ -160,9 +196,14 @@ def test_exact_and_near_duplicates_with_conflicts(synthetic_run):
     exact, near = report["exact_duplicates"], report["near_duplicates"]
     assert (exact["groups"], exact["extra_copies"], exact["conflicting_groups"]) == (2, 2, 1)
     assert sorted(map(sorted, exact["group_names"])) == [["a0.jpg", "copy_same.jpg"], ["a1.jpg", "copy_conflict.jpg"]]
-    assert exact["conflicting"] == [{"names": ["a1.jpg", "copy_conflict.jpg"], "labels": ["emergency", "non_emergency"]}]
+    assert exact["conflicting"] == [
+        {"names": ["a1.jpg", "copy_conflict.jpg"], "labels": ["emergency", "non_emergency"]}
+    ]
     assert (near["groups"], near["extra_copies"], near["conflicting_groups"]) == (2, 2, 1)
-    assert sorted(map(sorted, near["group_names"])) == [["a2.jpg", "reencoded.jpg"], ["a3.jpg", "reencoded_conflict.jpg"]]
+    assert sorted(map(sorted, near["group_names"])) == [
+        ["a2.jpg", "reencoded.jpg"],
+        ["a3.jpg", "reencoded_conflict.jpg"],
+    ]
     assert [c["names"] for c in near["conflicting"]] == [["a3.jpg", "reencoded_conflict.jpg"]]
 
 
@@ -178,10 +219,24 @@ def test_clean_csv_drops_and_collapses_the_right_rows(synthetic_run):
     run_dir, report = synthetic_run
     with open(run_dir / "train_clean.csv", newline="", encoding="utf-8") as handle:
         kept = [(row["image_names"], row["emergency_or_not"]) for row in csv.DictReader(handle)]
-    assert kept == [("a0.jpg", "0"), ("a2.jpg", "0"), ("a4.jpg", "0"), ("a6.jpg", "0"), ("a7.jpg", "1"),
-                    ("png.png", "1"), ("gif.gif", "0"), ("gray.jpg", "1"), ("palette.png", "0"), ("rgba.png", "1"),
-                    ("cmyk.jpg", "0"), ("sixteen.png", "1"), ("fire truck.jpg", "1"), ("ambulançe_é.jpg", "0"),
-                    ("wide.png", "0"), ("name_label.jpg", "emergency")]
+    assert kept == [
+        ("a0.jpg", "0"),
+        ("a2.jpg", "0"),
+        ("a4.jpg", "0"),
+        ("a6.jpg", "0"),
+        ("a7.jpg", "1"),
+        ("png.png", "1"),
+        ("gif.gif", "0"),
+        ("gray.jpg", "1"),
+        ("palette.png", "0"),
+        ("rgba.png", "1"),
+        ("cmyk.jpg", "0"),
+        ("sixteen.png", "1"),
+        ("fire truck.jpg", "1"),
+        ("ambulançe_é.jpg", "0"),
+        ("wide.png", "0"),
+        ("name_label.jpg", "emergency"),
+    ]
     assert report["clean"]["dropped"] == {
         "bad_label": ["badlabel.jpg", "nolabel.jpg"],
         "missing_or_unreadable": ["empty.jpg", "truncated.jpg", "corrupt.jpg", "missing.jpg"],
@@ -203,7 +258,14 @@ def test_entry_point_writes_the_report(synthetic_run):
 
 
 def test_absent_test_csv_is_skipped_with_a_note(synthetic):
-    report = audit(synthetic / "train.csv", synthetic / "images", "image_names", "emergency_or_not", CLASSES,
-                   test_csv=synthetic / "no_such.csv", near_duplicates=False)
+    report = audit(
+        synthetic / "train.csv",
+        synthetic / "images",
+        "image_names",
+        "emergency_or_not",
+        CLASSES,
+        test_csv=synthetic / "no_such.csv",
+        near_duplicates=False,
+    )
     assert "skipped" in report["test"]["note"] and "near_duplicates" not in report
     assert "test rows" not in report["summary"]

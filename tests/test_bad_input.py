@@ -50,7 +50,9 @@ def messy(shared_data, tmp_path):
         writer = csv.writer(f)
         writer.writerow(["image_names", "emergency_or_not"])
         writer.writerows((r["image_names"], r["emergency_or_not"]) for r in rows)
-        writer.writerows((name, i % 2) for i, (name, _) in enumerate([*files.values(), *[(b, None) for b in broken.values()]]))
+        writer.writerows(
+            (name, i % 2) for i, (name, _) in enumerate([*files.values(), *[(b, None) for b in broken.values()]])
+        )
     return root, {k: v[0] for k, v in files.items()} | broken
 
 
@@ -120,7 +122,17 @@ def test_unknown_config_names_list_the_valid_ones(group, tmp_path):
 
 def test_training_with_skip_records_the_count(messy, tmp_path):
     root, _ = messy
-    cfg = compose_config("train", tmp_path, [f"data.root={root}", "data.on_bad_image=skip", "debug=fast_dev_run",
-                                             "model.image_size=64", "data.batch_size=8", "data.val_fraction=0.2"])
+    cfg = compose_config(
+        "train",
+        tmp_path,
+        [
+            f"data.root={root}",
+            "data.on_bad_image=skip",
+            "debug=fast_dev_run",
+            "model.image_size=64",
+            "data.batch_size=8",
+            "data.val_fraction=0.2",
+        ],
+    )
     train(cfg)
     assert json.loads((tmp_path / "metrics.json").read_text())["data/skipped_images"] == 3

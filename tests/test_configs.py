@@ -8,9 +8,13 @@ EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 def test_the_issue_experiments_exist():
-    assert {"seed_cnn", "seed_vgg16_frozen", "resnet50_feature_extraction", "resnet50_finetune", "lite0_finetune"} <= set(
-        EXPERIMENTS
-    )
+    assert {
+        "seed_cnn",
+        "seed_vgg16_frozen",
+        "resnet50_feature_extraction",
+        "resnet50_finetune",
+        "lite0_finetune",
+    } <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -24,7 +28,14 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
 @pytest.mark.parametrize("group", ["model", "finetune", "trainer", "callbacks", "debug", "data"])
 def test_every_group_option_composes(group, tmp_path):
     for option in sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")):
-        OmegaConf.to_container(compose_config("train", tmp_path, [f"{group}={option}"] + (["model.backbone=resnet18"] if option == "pretrained" else [])), resolve=True)
+        OmegaConf.to_container(
+            compose_config(
+                "train",
+                tmp_path,
+                [f"{group}={option}"] + (["model.backbone=resnet18"] if option == "pretrained" else []),
+            ),
+            resolve=True,
+        )
 
 
 SETS = OmegaConf.load(CONFIG_DIR / "reproductions.yaml")
@@ -43,7 +54,11 @@ def test_experiment_settings_match_the_seed_articles(tmp_path):
     assert (cnn.model.backbone, cnn.trainer.max_epochs, cnn.data.batch_size) == ("cnn", 15, 128)
     vgg = compose_config("train", tmp_path, ["experiment=seed_vgg16_frozen"])
     assert (vgg.model.backbone, vgg.finetune.unfreeze_at_epochs, vgg.trainer.max_epochs, vgg.data.batch_size) == (
-        "vgg16", [], 30, 128)
+        "vgg16",
+        [],
+        30,
+        128,
+    )
 
 
 def test_finetune_choice_reaches_the_model(tmp_path):

@@ -37,9 +37,20 @@ def test_folds_need_two_or_more():
         stratified_group_folds([0, 1, 0], ["a", "b", "c"], folds=1, seed=0)
 
 
-STRONG = ["callbacks=ema", "data.augment=strong", "model.mixup_alpha=0.2", "model.cutmix_alpha=1.0",
-          "model.tta_flip=true", "finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "trainer.max_epochs=2",
-          "+trainer.limit_train_batches=3", "data.subset=96", "model.image_size=64", "data.batch_size=16"]
+STRONG = [
+    "callbacks=ema",
+    "data.augment=strong",
+    "model.mixup_alpha=0.2",
+    "model.cutmix_alpha=1.0",
+    "model.tta_flip=true",
+    "finetune=freeze_unfreeze",
+    "finetune.unfreeze_at_epochs=[1]",
+    "trainer.max_epochs=2",
+    "+trainer.limit_train_batches=3",
+    "data.subset=96",
+    "model.image_size=64",
+    "data.batch_size=16",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +83,8 @@ def test_out_of_fold_predictions_cover_every_image_once_and_give_each_folds_accu
         fold_rows = [r for r in rows if r["fold"] == str(fold)]
         validated = list(csv.DictReader(open(run_dir / f"fold_{fold}" / "val_split.csv")))
         assert [(r["image_names"], r["true_emergency_or_not"]) for r in fold_rows] == [
-            (r["image_names"], r["emergency_or_not"]) for r in validated]
+            (r["image_names"], r["emergency_or_not"]) for r in validated
+        ]
         correct = sum(r["emergency_or_not"] == r["true_emergency_or_not"] for r in fold_rows)
         assert correct / len(fold_rows) == pytest.approx(metrics["folds"]["test/acc"][fold])
     assert all(float(r["prob_non_emergency"]) + float(r["prob_emergency"]) == pytest.approx(1, abs=1e-4) for r in rows)
@@ -93,7 +105,9 @@ def test_checkpoints_hold_the_averaged_weights_and_train_tests_them(cross_valida
     checkpoint = torch.load(fold["best_ckpt"], map_location="cpu", weights_only=False)
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(averaged[k], raw[k]) for k in raw if raw[k].is_floating_point())
-    cfg = compose_config("eval", tmp_path, [f"ckpt_path={fold['best_ckpt']}", "data.subset=96", "trainer.accelerator=cpu"])
+    cfg = compose_config(
+        "eval", tmp_path, [f"ckpt_path={fold['best_ckpt']}", "data.subset=96", "trainer.accelerator=cpu"]
+    )
     assert evaluate(cfg)["test/loss"] == pytest.approx(fold["test/loss"], abs=1e-6)
 
 

@@ -107,7 +107,9 @@ def test_near_duplicates_stay_together_when_enabled(shared_data):
 
 def test_missing_csv_or_image_folder_names_the_option(shared_data, tmp_path):
     (tmp_path / "images").symlink_to(shared_data / "images")
-    with pytest.raises(DataError, match=re.escape("data.csv_file=auto: none of train.csv, emergency_classification.csv")):
+    with pytest.raises(
+        DataError, match=re.escape("data.csv_file=auto: none of train.csv, emergency_classification.csv")
+    ):
         split_of(tmp_path)
     (tmp_path / "images").unlink()
     (tmp_path / "train.csv").symlink_to(shared_data / "train.csv")

@@ -37,8 +37,21 @@ def two_checkpoints(shared_data, tmp_path_factory):
     paths = []
     for seed in (1, 2):
         run_dir = tmp_path_factory.mktemp(f"seed{seed}")
-        train(compose_config("train", run_dir, TINY + ["finetune=frozen", "trainer.max_epochs=1", f"seed={seed}",
-                                                      "data.subset=64", "model.image_size=64", "test=false"]))
+        train(
+            compose_config(
+                "train",
+                run_dir,
+                TINY
+                + [
+                    "finetune=frozen",
+                    "trainer.max_epochs=1",
+                    f"seed={seed}",
+                    "data.subset=64",
+                    "model.image_size=64",
+                    "test=false",
+                ],
+            )
+        )
         paths.append(run_dir / "checkpoints" / "last.ckpt")
     return paths
 
@@ -46,8 +59,17 @@ def two_checkpoints(shared_data, tmp_path_factory):
 def _predict(tmp_path, ckpt_path: str, *overrides: str) -> list[dict]:
     source = tmp_path / "few.csv"
     source.write_text("image_names\n1.jpg\n2.jpg\n5.jpg\n")
-    cfg = compose_config("predict", tmp_path, [f"ckpt_path={ckpt_path}", f"source={source}", "trainer.accelerator=cpu",
-                                               f"output={tmp_path}/out_{abs(hash(ckpt_path + str(overrides)))}.csv", *overrides])
+    cfg = compose_config(
+        "predict",
+        tmp_path,
+        [
+            f"ckpt_path={ckpt_path}",
+            f"source={source}",
+            "trainer.accelerator=cpu",
+            f"output={tmp_path}/out_{abs(hash(ckpt_path + str(overrides)))}.csv",
+            *overrides,
+        ],
+    )
     return list(csv.DictReader(open(predict(cfg))))
 
 

@@ -42,13 +42,18 @@ def stage_keys(model, stages) -> set[str]:
     ids=["frozen", "full", "freeze_unfreeze-head", "freeze_unfreeze-all", "gradual-1", "gradual-2"],
 )
 def test_strategy_trains_exactly_its_parameters(batch, unfreeze_at, epoch, top_fraction):
-    model = ImageClassifier("efficientnet_lite0", num_classes=2, image_size=96, scheduler=None,
-                            optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1})
+    model = ImageClassifier(
+        "efficientnet_lite0",
+        num_classes=2,
+        image_size=96,
+        scheduler=None,
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1},
+    )
     FinetuneSchedule(unfreeze_at).apply(model, epoch)
     stages = backbone_stages(model.backbone)
     expected_trainable = FinetuneSchedule(unfreeze_at).trainable_stages(stages, epoch)
     assert abs(len(expected_trainable) - top_fraction * len(stages)) < 1  # stages split in near-equal chunks
-    top = stages[len(stages) - len(expected_trainable):]
+    top = stages[len(stages) - len(expected_trainable) :]
     assert {id(s) for s in expected_trainable} == {id(s) for s in top}  # unfrozen from the top
 
     before = one_step(model, batch)

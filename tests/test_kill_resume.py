@@ -13,7 +13,10 @@ from tests.conftest import SHARED_DATA, TINY, compose_config
 from vehicle_transfer.train import train
 
 RUN = [o for o in TINY if not o.startswith("logger")] + [
-    "data.subset=96", "finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "trainer.max_epochs=3",
+    "data.subset=96",
+    "finetune=freeze_unfreeze",
+    "finetune.unfreeze_at_epochs=[1]",
+    "trainer.max_epochs=3",
     f"data.root={SHARED_DATA}",
 ]
 TIMINGS = {"wall_time_s", "train/images_per_s"}  # measured durations differ between runs
@@ -47,11 +50,17 @@ def uninterrupted(tmp_path_factory):
     return metrics(reference)
 
 
-@pytest.mark.parametrize("signal_name, epoch", [("SIGKILL", 2), ("SIGTERM", 1)], ids=["sigkill-after-unfreeze", "sigterm-in-unfreeze-epoch"])
+@pytest.mark.parametrize(
+    "signal_name, epoch", [("SIGKILL", 2), ("SIGTERM", 1)], ids=["sigkill-after-unfreeze", "sigterm-in-unfreeze-epoch"]
+)
 def test_killed_run_resumes_in_place_to_the_same_metrics(tmp_path, uninterrupted, signal_name, epoch):
     killed = tmp_path / "killed"
-    kill = ["+callbacks.kill._target_=tests.test_kill_resume.KillAt", f"+callbacks.kill.epoch={epoch}",
-            "+callbacks.kill.batch=2", f"+callbacks.kill.signal_name={signal_name}"]
+    kill = [
+        "+callbacks.kill._target_=tests.test_kill_resume.KillAt",
+        f"+callbacks.kill.epoch={epoch}",
+        "+callbacks.kill.batch=2",
+        f"+callbacks.kill.signal_name={signal_name}",
+    ]
     first = run(killed, *kill)
     assert first.returncode == 128 + getattr(signal, signal_name) or first.returncode == -getattr(signal, signal_name)
     assert not (killed / "metrics.json").exists()
@@ -64,7 +73,9 @@ def test_killed_run_resumes_in_place_to_the_same_metrics(tmp_path, uninterrupted
 def test_resume_refuses_a_different_configuration(tmp_path):
     cfg = compose_config("train", tmp_path, RUN + ["trainer.max_epochs=1"])
     train(cfg)
-    changed = compose_config("train", tmp_path, RUN + ["trainer.max_epochs=1", "model.optimizer.lr=0.5", f"resume={tmp_path}"])
+    changed = compose_config(
+        "train", tmp_path, RUN + ["trainer.max_epochs=1", "model.optimizer.lr=0.5", f"resume={tmp_path}"]
+    )
     with pytest.raises(ValueError, match=r"model.optimizer.lr: 0.001 -> 0.5"):
         train(changed)
 

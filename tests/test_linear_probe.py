@@ -29,13 +29,24 @@ def test_a_folds_own_labels_never_reach_its_predictions():
 
 
 def test_the_probe_prints_a_row_per_model_and_their_mean(shared_data):
-    command = [sys.executable, "scripts/linear_probe.py", "--models", "efficientnet_lite0", "efficientnet_lite0",
-               "--folds", "3", f"data.root={SHARED_DATA}", "data.subset=60", "model.image_size=64"]
+    command = [
+        sys.executable,
+        "scripts/linear_probe.py",
+        "--models",
+        "efficientnet_lite0",
+        "efficientnet_lite0",
+        "--folds",
+        "3",
+        f"data.root={SHARED_DATA}",
+        "data.subset=60",
+        "model.image_size=64",
+    ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     assert table[0].startswith("| features | image size | fold 0 | fold 1 | fold 2 | 3-fold mean ± std")
     assert [row.split(" | ")[0] for row in table[1:]] == ["| efficientnet_lite0 (frozen) + logistic regression"] * 2 + [
-        "| mean probability of the models above"]
+        "| mean probability of the models above"
+    ]
     for row in table[1:]:
         assert all(0 <= float(cell) <= 1 for cell in row.split(" | ")[2:5])

@@ -9,9 +9,17 @@ from tests.conftest import SHARED_DATA
 
 def test_finetune_sweep_runs_each_job_in_its_own_dir(tmp_path):
     command = [
-        sys.executable, "-m", "vehicle_transfer.train", "-m", "finetune=frozen,full,freeze_unfreeze",
-        "debug=fast_dev_run", "data.subset=48", "model.image_size=64", "data.batch_size=8",
-        f"data.root={SHARED_DATA}", f"paths.log_dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "vehicle_transfer.train",
+        "-m",
+        "finetune=frozen,full,freeze_unfreeze",
+        "debug=fast_dev_run",
+        "data.subset=48",
+        "model.image_size=64",
+        "data.batch_size=8",
+        f"data.root={SHARED_DATA}",
+        f"paths.log_dir={tmp_path}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -41,13 +41,29 @@ def _offline() -> bool:
 def test_reproduce_tabulates_rows_skips_missing_weights_and_writes_a_submission(shared_data, tmp_path):
     (tmp_path / "sets.yaml").write_text(SETS)
     out = tmp_path / "repro"
-    command = [sys.executable, "scripts/reproduce.py", "--set", "tiny", "--sets", str(tmp_path / "sets.yaml"),
-               "--out", str(out), f"data.root={SHARED_DATA}", "trainer.accelerator=cpu"]
+    command = [
+        sys.executable,
+        "scripts/reproduce.py",
+        "--set",
+        "tiny",
+        "--sets",
+        str(tmp_path / "sets.yaml"),
+        "--out",
+        str(out),
+        f"data.root={SHARED_DATA}",
+        "trainer.accelerator=cpu",
+    ]
     result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
 
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert [r["experiment"] for r in rows] == ["seed_cnn", "seed_cnn", "seed_vgg16_frozen", "lite0_frozen", "lite0_frozen"]
+    assert [r["experiment"] for r in rows] == [
+        "seed_cnn",
+        "seed_cnn",
+        "seed_vgg16_frozen",
+        "lite0_frozen",
+        "lite0_frozen",
+    ]
     cnn, cnn_no_tta, vgg, cv, no_tta = rows
     assert cnn["status"] == "ok" and 0 <= float(cnn["val_acc"]) <= 1 and float(cnn["train_images_per_s"]) > 0
     assert (cnn["model"], cnn["finetune"], cnn["epochs"], cnn["image_size"]) == ("cnn", "full", "1", "48")

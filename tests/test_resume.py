@@ -48,7 +48,10 @@ def test_resume_after_unfreeze_continues_exactly(shared_data, tmp_path):
     saved = torch.load(last, map_location="cpu", weights_only=False)
     assert saved["epoch"] == 1
 
-    probe = ["+callbacks.probe._target_=tests.test_resume.CheckResumedState", f"+callbacks.probe.out={tmp_path}/probe.pt"]
+    probe = [
+        "+callbacks.probe._target_=tests.test_resume.CheckResumedState",
+        f"+callbacks.probe.out={tmp_path}/probe.pt",
+    ]
     resumed = train(compose_config("train", tmp_path / "c", RUN + probe + [f"ckpt_path={last}"]))
     seen = torch.load(tmp_path / "probe.pt", weights_only=False)
     assert seen["epoch"] == 2 and seen["backbone_trainable"], "resume re-froze the backbone"

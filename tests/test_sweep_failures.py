@@ -20,9 +20,17 @@ from tests.conftest import SHARED_DATA
 )
 def test_failed_job_does_not_stop_the_sweep(tmp_path, sweep, expected_error):
     command = [
-        sys.executable, "-m", "vehicle_transfer.train", "-m", sweep,
-        "debug=fast_dev_run", "data.subset=32", "model.image_size=64", "data.batch_size=8",
-        f"data.root={SHARED_DATA}", f"paths.log_dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "vehicle_transfer.train",
+        "-m",
+        sweep,
+        "debug=fast_dev_run",
+        "data.subset=32",
+        "model.image_size=64",
+        "data.batch_size=8",
+        f"data.root={SHARED_DATA}",
+        f"paths.log_dir={tmp_path}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -39,8 +47,13 @@ def test_failed_job_does_not_stop_the_sweep(tmp_path, sweep, expected_error):
 
 def test_sweep_where_every_job_fails_exits_non_zero(tmp_path):
     command = [
-        sys.executable, "-m", "vehicle_transfer.train", "-m", "model=no_such_model_a,no_such_model_b",
-        f"data.root={SHARED_DATA}", f"paths.log_dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "vehicle_transfer.train",
+        "-m",
+        "model=no_such_model_a,no_such_model_b",
+        f"data.root={SHARED_DATA}",
+        f"paths.log_dir={tmp_path}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

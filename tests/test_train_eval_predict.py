@@ -14,7 +14,9 @@ from vehicle_transfer.train import train
 @pytest.fixture(scope="module")
 def trained(shared_data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("train")
-    cfg = compose_config("train", run_dir, TINY + ["finetune=frozen", "trainer.max_epochs=3", "data.subset=400", "model.image_size=160"])
+    cfg = compose_config(
+        "train", run_dir, TINY + ["finetune=frozen", "trainer.max_epochs=3", "data.subset=400", "model.image_size=160"]
+    )
     return run_dir, train(cfg)
 
 
@@ -29,15 +31,18 @@ def test_training_beats_chance_and_writes_its_outputs(trained):
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert (run_dir / "val_split.csv").is_file() and (run_dir / "config.yaml").is_file()
     tested = list(csv.DictReader(open(run_dir / "test_predictions.csv")))  # the test metrics, image by image
-    assert [r["image_names"] for r in tested] == [r["image_names"] for r in csv.DictReader(open(run_dir / "val_split.csv"))]
+    assert [r["image_names"] for r in tested] == [
+        r["image_names"] for r in csv.DictReader(open(run_dir / "val_split.csv"))
+    ]
     correct = sum(r["emergency_or_not"] == r["true_emergency_or_not"] for r in tested)
     assert correct / len(tested) == pytest.approx(metrics["test/acc"])
 
 
 def test_eval_reproduces_the_training_test_metrics(trained, tmp_path):
     run_dir, metrics = trained
-    cfg = compose_config("eval", tmp_path, [f"ckpt_path={run_dir}/checkpoints/best.ckpt", "data.subset=400",
-                                            "trainer.accelerator=cpu"])
+    cfg = compose_config(
+        "eval", tmp_path, [f"ckpt_path={run_dir}/checkpoints/best.ckpt", "data.subset=400", "trainer.accelerator=cpu"]
+    )
     evaluated = evaluate(cfg)
     for key in ("test/acc", "test/f1", "test/auroc", "test/loss"):
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6), key
@@ -50,8 +55,11 @@ def test_predict_writes_a_submission_csv(trained, shared_data, tmp_path):
     names = [row["image_names"] for row in csv.DictReader(open(shared_data / "test.csv"))][:24]
     source = tmp_path / "some_test.csv"
     source.write_text("image_names\n" + "\n".join(names) + "\n")
-    cfg = compose_config("predict", tmp_path, [f"ckpt_path={run_dir}/checkpoints/best.ckpt", f"source={source}",
-                                               "trainer.accelerator=cpu"])
+    cfg = compose_config(
+        "predict",
+        tmp_path,
+        [f"ckpt_path={run_dir}/checkpoints/best.ckpt", f"source={source}", "trainer.accelerator=cpu"],
+    )
     rows = list(csv.DictReader(open(predict(cfg))))
     assert [r["image_names"] for r in rows] == names
     for row in rows:

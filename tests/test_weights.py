@@ -52,5 +52,7 @@ def test_unavailable_weights_fail_at_once_with_alternatives():
 def test_local_weights_path_loads_a_state_dict(tmp_path):
     source = build_backbone("efficientnet_lite0", pretrained=True, image_size=224).features
     torch.save(source.state_dict(), tmp_path / "lite0.pt")
-    loaded = build_backbone("timm/tf_efficientnet_lite0", pretrained=True, image_size=224, weights_path=str(tmp_path / "lite0.pt"))
+    loaded = build_backbone(
+        "timm/tf_efficientnet_lite0", pretrained=True, image_size=224, weights_path=str(tmp_path / "lite0.pt")
+    )
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), loaded.features.state_dict().values()))

@@ -12,6 +12,9 @@ OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT), repla
 OmegaConf.register_new_resolver("len", len, replace=True)
 # hydra.run.dir: the run dir named by `resume` (continue a run in place), else a fresh one.
 OmegaConf.register_new_resolver(
-    "run_dir", lambda resume, fresh: str(Path(resume) if Path(resume).is_absolute() else PROJECT_ROOT / resume) if resume else fresh,
+    "run_dir",
+    lambda resume, fresh: (
+        str(Path(resume) if Path(resume).is_absolute() else PROJECT_ROOT / resume) if resume else fresh
+    ),
     replace=True,
 )

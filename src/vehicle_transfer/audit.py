@@ -26,8 +26,9 @@ from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.data.dataset import decode_all
 from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 from vehicle_transfer.data.split import content_hash
-from vehicle_transfer.data.table import IMAGE_SUFFIXES, DataError, class_index, first_items, read_rows, find_in_root
-from vehicle_transfer.paths import from_project_root, write_atomically, write_json
+from vehicle_transfer.data.table import IMAGE_SUFFIXES, DataError, class_index, find_in_root, first_items, read_rows
+from vehicle_transfer.files import write_atomically, write_json
+from vehicle_transfer.paths import from_project_root
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +65,12 @@ def duplicate_summary(labels: list[int], hashes: list[str]) -> dict:
     groups = _groups(hashes)
     summary = _counts(groups, labels, [len(g) - 1 for g in groups])
     level = logging.WARNING if summary["conflicting_groups"] else logging.INFO
-    log.log(level, "exact duplicates: %(groups)d groups, %(extra_copies)d extra copies, "
-            "%(conflicting_groups)d with conflicting labels", summary)
+    log.log(
+        level,
+        "exact duplicates: %(groups)d groups, %(extra_copies)d extra copies, "
+        "%(conflicting_groups)d with conflicting labels",
+        summary,
+    )
     return summary
 
 
@@ -82,8 +87,11 @@ def _conflicting(labels: list[int]) -> bool:
 
 
 def _counts(groups: list[list[int]], labels: list[int], extra: list[int]) -> dict:
-    return {"groups": len(groups), "extra_copies": sum(extra),
-            "conflicting_groups": sum(_conflicting([labels[i] for i in g]) for g in groups)}
+    return {
+        "groups": len(groups),
+        "extra_copies": sum(extra),
+        "conflicting_groups": sum(_conflicting([labels[i] for i in g]) for g in groups),
+    }
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -154,7 +162,9 @@ def audit(
     readable = [name for name in names if files[name].error is None]
 
     report = {
-        "csv": str(csv_path), "image_dir": str(image_dir), "class_names": class_names,
+        "csv": str(csv_path),
+        "image_dir": str(image_dir),
+        "class_names": class_names,
         "rows": len(rows),
         "missing_files": [row.name for row in rows if row.name not in files],
         "bad_labels": [{"line": row.line, "name": row.name, "label": row.raw_label} for row in rows if row.label < 0],
@@ -163,16 +173,23 @@ def audit(
         "class_balance": {c: sum(row.label == i for row in rows) for i, c in enumerate(class_names)},
         **_image_stats([files[name] for name in readable], readable),
         "exact_duplicates": _exact_duplicates(names, labels, [files[n].sha1 for n in names], class_names),
-        "unlisted_files": sorted(p.name for p in image_dir.iterdir()
-                                 if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed),
+        "unlisted_files": sorted(
+            p.name
+            for p in image_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and p.name not in listed
+        ),
     }
     if near_duplicates:
         near_ids = near_duplicate_groups([files[n].phash for n in readable], max_distance)
-        report["near_duplicates"] = _near_duplicates(readable, [first_row[n].label for n in readable], near_ids,
-                                                     [files[n].sha1 for n in readable], class_names)
+        report["near_duplicates"] = _near_duplicates(
+            readable, [first_row[n].label for n in readable], near_ids, [files[n].sha1 for n in readable], class_names
+        )
     if test_csv is not None:
-        report["test"] = {"csv": str(test_csv)} | ({"note": test_note} if test_note else _test_report(
-            test_rows, files, names, readable, near_duplicates, max_distance))
+        report["test"] = {"csv": str(test_csv)} | (
+            {"note": test_note}
+            if test_note
+            else _test_report(test_rows, files, names, readable, near_duplicates, max_distance)
+        )
     report["summary"] = _summary(report)
     return report
 
@@ -181,8 +198,14 @@ def _repeated_rows(rows: list[Row]) -> list[dict]:
     repeated = []
     for group in _groups([row.name for row in rows]):
         labels = [rows[i].label for i in group]
-        repeated.append({"name": rows[group[0]].name, "lines": [rows[i].line for i in group],
-                         "labels": [rows[i].raw_label for i in group], "conflicting": _conflicting(labels)})
+        repeated.append(
+            {
+                "name": rows[group[0]].name,
+                "lines": [rows[i].line for i in group],
+                "labels": [rows[i].raw_label for i in group],
+                "conflicting": _conflicting(labels),
+            }
+        )
     return repeated
 
 
@@ -197,20 +220,25 @@ def _image_stats(infos: list[FileInfo], names: list[str]) -> dict:
         "formats": dict(Counter(info.format for info in infos).most_common()),
         "modes": dict(Counter(info.mode for info in infos).most_common()),
         "sizes": {"distinct": len(sizes), "most_common": dict(sizes.most_common(10)), **spread},
-        "large_images": [{"name": name, "size": list(info.size)} for name, info in zip(names, infos)
-                         if max(info.size) > LARGE_SIDE],
+        "large_images": [
+            {"name": name, "size": list(info.size)} for name, info in zip(names, infos) if max(info.size) > LARGE_SIDE
+        ],
     }
 
 
 def _group_list(groups: list[list[int]], names: list[str], labels: list[int], class_names: list[str]) -> dict:
     """Member names of every group, and names with labels of the groups whose labels conflict."""
+
     def label_name(i: int) -> str | None:
         return class_names[labels[i]] if labels[i] >= 0 else None
 
     return {
         "group_names": [[names[i] for i in g] for g in groups],
-        "conflicting": [{"names": [names[i] for i in g], "labels": [label_name(i) for i in g]}
-                        for g in groups if _conflicting([labels[i] for i in g])],
+        "conflicting": [
+            {"names": [names[i] for i in g], "labels": [label_name(i) for i in g]}
+            for g in groups
+            if _conflicting([labels[i] for i in g])
+        ],
     }
 
 
@@ -219,8 +247,9 @@ def _exact_duplicates(names: list[str], labels: list[int], hashes: list[str], cl
     return duplicate_summary(labels, hashes) | _group_list(groups, names, labels, class_names)
 
 
-def _near_duplicates(names: list[str], labels: list[int], near_ids: list[int], hashes: list[str],
-                     class_names: list[str]) -> dict:
+def _near_duplicates(
+    names: list[str], labels: list[int], near_ids: list[int], hashes: list[str], class_names: list[str]
+) -> dict:
     """Perceptual-hash groups holding more than one distinct content: what exact hashing misses.
 
     Extra copies count distinct contents beyond the first, so they add to the exact extra copies.
@@ -230,8 +259,14 @@ def _near_duplicates(names: list[str], labels: list[int], near_ids: list[int], h
     return _counts(groups, labels, extra) | _group_list(groups, names, labels, class_names)
 
 
-def _test_report(test_rows: list[Row], files: dict[str, FileInfo], train_names: list[str], train_readable: list[str],
-                 near_duplicates: bool, max_distance: int) -> dict:
+def _test_report(
+    test_rows: list[Row],
+    files: dict[str, FileInfo],
+    train_names: list[str],
+    train_readable: list[str],
+    near_duplicates: bool,
+    max_distance: int,
+) -> dict:
     """Test images that are exact (or, beyond those, near) copies of training images: they leak."""
     names = list(dict.fromkeys(row.name for row in test_rows))
     train_hashes = {files[n].sha1 for n in train_names}
@@ -247,8 +282,9 @@ def _test_report(test_rows: list[Row], files: dict[str, FileInfo], train_names: 
         readable = [n for n in names if n in files and files[n].error is None]
         ids = near_duplicate_groups([files[n].phash for n in train_readable + readable], max_distance)
         train_ids = set(ids[: len(train_readable)])
-        report["near_copies_of_train"] = [n for n, i in zip(readable, ids[len(train_readable):])
-                                          if i in train_ids and n not in exact]
+        report["near_copies_of_train"] = [
+            n for n, i in zip(readable, ids[len(train_readable) :]) if i in train_ids and n not in exact
+        ]
     return report
 
 
@@ -269,14 +305,19 @@ def _summary(report: dict) -> dict:
     }
     if "near_duplicates" in report:
         near = report["near_duplicates"]
-        summary |= {"near duplicate groups (beyond exact)": near["groups"],
-                    "near extra copies": near["extra_copies"],
-                    "near groups with conflicting labels": near["conflicting_groups"]}
+        summary |= {
+            "near duplicate groups (beyond exact)": near["groups"],
+            "near extra copies": near["extra_copies"],
+            "near groups with conflicting labels": near["conflicting_groups"],
+        }
     test = report.get("test", {})
     if "rows" in test:
-        summary |= {"test rows": test["rows"], "test missing files": len(test["missing_files"]),
-                    "test unreadable images": len(test["unreadable"]),
-                    "test exact copies of train images": len(test["exact_copies_of_train"])}
+        summary |= {
+            "test rows": test["rows"],
+            "test missing files": len(test["missing_files"]),
+            "test unreadable images": len(test["unreadable"]),
+            "test exact copies of train images": len(test["exact_copies_of_train"]),
+        }
         if "near_copies_of_train" in test:
             summary["test near copies of train images"] = len(test["near_copies_of_train"])
     summary["unlisted image files (informational)"] = len(report["unlisted_files"])
@@ -293,8 +334,10 @@ def clean_rows(csv_path: Path, report: dict, name_column: str, label_column: str
     """
     rows = _rows(csv_path, name_column, label_column, report["class_names"])
     broken = set(report["missing_files"]) | {u["name"] for u in report["unreadable"]}
-    dropped = {"bad_label": [r.name for r in rows if r.label < 0],
-               "missing_or_unreadable": [r.name for r in rows if r.label >= 0 and r.name in broken]}
+    dropped = {
+        "bad_label": [r.name for r in rows if r.label < 0],
+        "missing_or_unreadable": [r.name for r in rows if r.label >= 0 and r.name in broken],
+    }
     rows = [r for r in rows if r.label >= 0 and r.name not in broken]
     steps = [("repeated_row", {})]
     for kind in ("exact_duplicates", "near_duplicates"):
@@ -338,34 +381,50 @@ def _names(names: list[str]) -> str:
 
 
 def _group_lines(section: dict) -> list[str]:
-    lines = ["Conflicting labels:"] + (_bullets([", ".join(f"{n} ({lbl})" for n, lbl in zip(c["names"], c["labels"]))
-                                                 for c in section["conflicting"]]) or ["- none"])
+    lines = ["Conflicting labels:"] + (
+        _bullets([", ".join(f"{n} ({lbl})" for n, lbl in zip(c["names"], c["labels"])) for c in section["conflicting"]])
+        or ["- none"]
+    )
     return lines + ["", "All groups:"] + (_bullets([", ".join(g) for g in section["group_names"]]) or ["- none"])
 
 
 def markdown(report: dict) -> str:
     total = max(sum(report["class_balance"].values()), 1)
     sizes = report["sizes"]
-    lines = [f"# Data audit of {report['csv']}", "", f"Images in {report['image_dir']}.", "",
-             "| check | count |", "| --- | ---: |"]
+    lines = [
+        f"# Data audit of {report['csv']}",
+        "",
+        f"Images in {report['image_dir']}.",
+        "",
+        "| check | count |",
+        "| --- | ---: |",
+    ]
     lines += [f"| {key} | {value} |" for key, value in report["summary"].items()]
     lines += ["", "## Class balance", "", "| class | rows | share |", "| --- | ---: | ---: |"]
     lines += [f"| {c} | {n} | {n / total:.1%} |" for c, n in report["class_balance"].items()]
-    lines += ["", "## Images (readable training images)", "",
-              "- formats: " + ", ".join(f"{k} {v}" for k, v in report["formats"].items()),
-              "- colour modes: " + ", ".join(f"{k} {v}" for k, v in report["modes"].items()),
-              f"- sizes: {sizes['distinct']} distinct; width {sizes['width']['min']}-{sizes['width']['max']} "
-              f"(median {sizes['width']['median']}), height {sizes['height']['min']}-{sizes['height']['max']} "
-              f"(median {sizes['height']['median']}); most common: "
-              + ", ".join(f"{k} ({v})" for k, v in sizes["most_common"].items()),
-              f"- large (> {LARGE_SIDE} px): " + _names([f"{i['name']} {i['size'][0]}x{i['size'][1]}"
-                                                          for i in report["large_images"]]),
-              "", "## Rows", "",
-              f"- missing files: {_names(report['missing_files'])}",
-              "- bad labels: " + _names([f"line {b['line']} {b['name']} {b['label']!r}" for b in report["bad_labels"]]),
-              "- repeated names: " + _names([f"{r['name']} (lines {r['lines']}, labels {r['labels']})"
-                                             for r in report["repeated_rows"]]),
-              "", "## Unreadable images", ""]
+    lines += [
+        "",
+        "## Images (readable training images)",
+        "",
+        "- formats: " + ", ".join(f"{k} {v}" for k, v in report["formats"].items()),
+        "- colour modes: " + ", ".join(f"{k} {v}" for k, v in report["modes"].items()),
+        f"- sizes: {sizes['distinct']} distinct; width {sizes['width']['min']}-{sizes['width']['max']} "
+        f"(median {sizes['width']['median']}), height {sizes['height']['min']}-{sizes['height']['max']} "
+        f"(median {sizes['height']['median']}); most common: "
+        + ", ".join(f"{k} ({v})" for k, v in sizes["most_common"].items()),
+        f"- large (> {LARGE_SIDE} px): "
+        + _names([f"{i['name']} {i['size'][0]}x{i['size'][1]}" for i in report["large_images"]]),
+        "",
+        "## Rows",
+        "",
+        f"- missing files: {_names(report['missing_files'])}",
+        "- bad labels: " + _names([f"line {b['line']} {b['name']} {b['label']!r}" for b in report["bad_labels"]]),
+        "- repeated names: "
+        + _names([f"{r['name']} (lines {r['lines']}, labels {r['labels']})" for r in report["repeated_rows"]]),
+        "",
+        "## Unreadable images",
+        "",
+    ]
     lines += _bullets([f"{u['name']}: {u['reason']}" for u in report["unreadable"]]) or ["none"]
     lines += ["", "## Exact duplicates (identical bytes)", ""] + _group_lines(report["exact_duplicates"])
     lines += ["", "## Near duplicates beyond exact ones (perceptual hash)", ""]
@@ -384,10 +443,13 @@ def _test_lines(test: dict | None) -> list[str]:
         return ["not checked"]
     if "note" in test:
         return [test["note"]]
-    lines = [f"{test['csv']}: {test['rows']} rows", "",
-             f"- missing files: {_names(test['missing_files'])}",
-             "- unreadable: " + _names([f"{u['name']} ({u['reason']})" for u in test["unreadable"]]),
-             f"- exact copies of training images: {_names(test['exact_copies_of_train'])}"]
+    lines = [
+        f"{test['csv']}: {test['rows']} rows",
+        "",
+        f"- missing files: {_names(test['missing_files'])}",
+        "- unreadable: " + _names([f"{u['name']} ({u['reason']})" for u in test["unreadable"]]),
+        f"- exact copies of training images: {_names(test['exact_copies_of_train'])}",
+    ]
     if "near_copies_of_train" in test:
         lines.append(f"- near copies of training images: {_names(test['near_copies_of_train'])}")
     return lines
@@ -398,20 +460,30 @@ def run_audit(cfg: DictConfig) -> dict:
     """Audit the data the DataModule would read; write audit.json, audit.md (and train_clean.csv)."""
     root, data = from_project_root(cfg.data.root), cfg.data
     csv_path = find_in_root(root, data.csv_file, "data.csv_file")
-    report = audit(csv_path, find_in_root(root, data.image_dir, "data.image_dir"), data.name_column,
-                   data.label_column, list(data.class_names), root / cfg.test_csv if cfg.test_csv else None,
-                   cfg.near_duplicates, cfg.max_distance)
+    report = audit(
+        csv_path,
+        find_in_root(root, data.image_dir, "data.image_dir"),
+        data.name_column,
+        data.label_column,
+        list(data.class_names),
+        root / cfg.test_csv if cfg.test_csv else None,
+        cfg.near_duplicates,
+        cfg.max_distance,
+    )
     output = Path(cfg.paths.output_dir)
     if cfg.clean_csv:
         rows, dropped = clean_rows(csv_path, report, data.name_column, data.label_column)
         write_atomically(output / "train_clean.csv", _csv_text(rows))
         report["clean"] = {"csv": str(output / "train_clean.csv"), "rows_kept": len(rows), "dropped": dropped}
-        log.info("train_clean.csv: %d of %d rows kept; dropped %s", len(rows), report["rows"],
-                 ", ".join(f"{len(v)} {k}" for k, v in dropped.items() if v) or "none")
+        log.info(
+            "train_clean.csv: %d of %d rows kept; dropped %s",
+            len(rows),
+            report["rows"],
+            ", ".join(f"{len(v)} {k}" for k, v in dropped.items() if v) or "none",
+        )
     write_json(output / "audit.json", report)
     write_atomically(output / "audit.md", markdown(report))
-    log.info("audit written to %s: %s", output,
-             ", ".join(f"{k} {v}" for k, v in report["summary"].items()))
+    log.info("audit written to %s: %s", output, ", ".join(f"{k} {v}" for k, v in report["summary"].items()))
     return report
 
 

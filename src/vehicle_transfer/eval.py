@@ -14,7 +14,14 @@ from omegaconf import DictConfig, open_dict
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.data.datamodule import VAL_SPLIT_FILE
 from vehicle_transfer.paths import from_project_root
-from vehicle_transfer.runs import build_trainer, load_checkpoint, save_test_predictions, scalar_metrics, seed_run, write_metrics
+from vehicle_transfer.runs import (
+    build_trainer,
+    load_checkpoint,
+    save_test_predictions,
+    scalar_metrics,
+    seed_run,
+    write_metrics,
+)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -27,8 +34,11 @@ def evaluate(cfg: DictConfig) -> dict:
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
-    metrics |= {"test/confusion_matrix": model.confusion_matrices.get("test"), "ckpt_path": cfg.ckpt_path,
-                "evaluated_on": cfg.data.test_csv or cfg.data.val_split_csv}
+    metrics |= {
+        "test/confusion_matrix": model.confusion_matrices.get("test"),
+        "ckpt_path": cfg.ckpt_path,
+        "evaluated_on": cfg.data.test_csv or cfg.data.val_split_csv,
+    }
     save_test_predictions(Path(cfg.paths.output_dir), cfg.data, datamodule.test_table, model.test_probabilities)
     write_metrics(Path(cfg.paths.output_dir), metrics)
     return metrics

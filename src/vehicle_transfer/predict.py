@@ -31,8 +31,15 @@ def predict(cfg: DictConfig) -> Path:
     trainer = build_trainer(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
     probs = torch.stack([torch.cat(trainer.predict(m, datamodule=datamodule)) for m in models]).mean(0).numpy()
-    output = write_predictions(Path(cfg.output), datamodule.predict_table.names, probs, cfg.data.name_column,
-                               cfg.data.label_column, list(cfg.data.class_names), probabilities=cfg.probabilities)
+    output = write_predictions(
+        Path(cfg.output),
+        datamodule.predict_table.names,
+        probs,
+        cfg.data.name_column,
+        cfg.data.label_column,
+        list(cfg.data.class_names),
+        probabilities=cfg.probabilities,
+    )
     log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output
 

@@ -6,11 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from vehicle_transfer.paths import write_csv
+from vehicle_transfer.files import write_csv
 
 
-def write_predictions(path: Path, names: list[str], probs: np.ndarray, name_column: str, label_column: str,
-                      class_names: list[str], probabilities: bool = True, true_labels: list[int] | None = None) -> Path:
+def write_predictions(
+    path: Path,
+    names: list[str],
+    probs: np.ndarray,
+    name_column: str,
+    label_column: str,
+    class_names: list[str],
+    probabilities: bool = True,
+    true_labels: list[int] | None = None,
+) -> Path:
     """`name_column, label_column` (the predicted class index: the hackathon's submission format); with
     `probabilities`, the predicted class's `probability` and a `prob_<class>` column per class; with
     `true_labels`, `true_<label_column>` (the labelled class)."""

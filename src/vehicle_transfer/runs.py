@@ -15,15 +15,16 @@ from omegaconf import DictConfig
 
 from vehicle_transfer.checkpoint_io import AtomicCheckpointIO
 from vehicle_transfer.data.table import ImageTable
+from vehicle_transfer.files import write_csv, write_json
 from vehicle_transfer.models.classifier import ImageClassifier
-from vehicle_transfer.paths import from_project_root, write_csv, write_json
+from vehicle_transfer.paths import from_project_root
 from vehicle_transfer.prediction_files import write_predictions
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-TEST_PREDICTIONS_FILE = "test_predictions.csv"   # what the test metrics were computed from, image by image
-OUT_OF_FOLD_FILE = "oof_predictions.csv"         # cross-validation: every fold's test predictions, one file
+TEST_PREDICTIONS_FILE = "test_predictions.csv"  # what the test metrics were computed from, image by image
+OUT_OF_FOLD_FILE = "oof_predictions.csv"  # cross-validation: every fold's test predictions, one file
 
 
 def seed_run(cfg: DictConfig) -> None:
@@ -36,13 +37,20 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = ()) -> L.
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(
-        cfg.trainer, callbacks=list(first_callbacks) + callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
+        cfg.trainer,
+        callbacks=list(first_callbacks) + callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
 def scalar_metrics(metrics: dict) -> dict:
     """Logged metrics as plain floats (NaN dropped), keyed by their logged names."""
-    values = {k: float(v) for k, v in metrics.items() if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float))}
+    values = {
+        k: float(v)
+        for k, v in metrics.items()
+        if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float))
+    }
     return {k: v for k, v in values.items() if not math.isnan(v)}
 
 
@@ -53,15 +61,24 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
     return path
 
 
-def save_test_predictions(output_dir: Path, data_cfg: DictConfig, table: ImageTable, batches: list[torch.Tensor]) -> None:
+def save_test_predictions(
+    output_dir: Path, data_cfg: DictConfig, table: ImageTable, batches: list[torch.Tensor]
+) -> None:
     """The tested images' predictions, probabilities and labels; not written when only some images were
     tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set."""
     tested = sum(len(b) for b in batches)
     if tested != len(table):
         log.warning("%d of %d test images were tested: %s not written", tested, len(table), TEST_PREDICTIONS_FILE)
         return
-    write_predictions(Path(output_dir) / TEST_PREDICTIONS_FILE, table.names, torch.cat(batches).numpy(),
-                      data_cfg.name_column, data_cfg.label_column, list(data_cfg.class_names), true_labels=table.labels)
+    write_predictions(
+        Path(output_dir) / TEST_PREDICTIONS_FILE,
+        table.names,
+        torch.cat(batches).numpy(),
+        data_cfg.name_column,
+        data_cfg.label_column,
+        list(data_cfg.class_names),
+        true_labels=table.labels,
+    )
 
 
 def pool_fold_predictions(output_dir: Path, folds: int) -> None:

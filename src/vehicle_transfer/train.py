@@ -1,6 +1,6 @@
 """Fit a classifier, then test its best checkpoint on the labelled hold-out.
 
-    python -m vehicle_transfer.train [model=...] [finetune=...] [experiment=...] [key=value ...]
+python -m vehicle_transfer.train [model=...] [finetune=...] [experiment=...] [key=value ...]
 """
 
 from __future__ import annotations
@@ -24,9 +24,16 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.audit import duplicate_summary
 from vehicle_transfer.cpu_memory import keep_freed_memory
-from vehicle_transfer.paths import write_atomically
-from vehicle_transfer.runs import (METRICS_FILE, build_trainer, pool_fold_predictions, save_test_predictions, scalar_metrics,
-                                   seed_run, write_metrics)
+from vehicle_transfer.files import write_atomically
+from vehicle_transfer.runs import (
+    METRICS_FILE,
+    build_trainer,
+    pool_fold_predictions,
+    save_test_predictions,
+    scalar_metrics,
+    seed_run,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 # Frozen BatchNorm layers are in eval mode on purpose (see ImageClassifier.train).
@@ -63,8 +70,12 @@ def fit(cfg: DictConfig) -> dict:
         save_test_predictions(output_dir, cfg.data, datamodule.test_table, model.test_probabilities)
     metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
-    metrics |= {"best_ckpt": best, "epochs": trainer.current_epoch, "device": device_name(trainer),
-                "wall_time_s": round(time.perf_counter() - start, 1)}
+    metrics |= {
+        "best_ckpt": best,
+        "epochs": trainer.current_epoch,
+        "device": device_name(trainer),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
     write_metrics(output_dir, metrics)
     return metrics
 
@@ -98,9 +109,12 @@ def cross_validate(cfg: DictConfig) -> dict:
     matrices = [r["test/confusion_matrix"] for r in results if r.get("test/confusion_matrix")]
     if matrices:  # pooled over folds: every image counted once
         metrics["test/confusion_matrix"] = np.sum(matrices, axis=0).tolist()
-    metrics |= {"folds": {k: [r[k] for r in results] for k in numbers},
-                "fold_ckpts": [r["best_ckpt"] for r in results], "device": results[0]["device"],
-                "wall_time_s": round(time.perf_counter() - start, 1)}
+    metrics |= {
+        "folds": {k: [r[k] for r in results] for k in numbers},
+        "fold_ckpts": [r["best_ckpt"] for r in results],
+        "device": results[0]["device"],
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
     write_metrics(output_dir, metrics)
     return metrics
 
@@ -116,11 +130,15 @@ def require_same_config(saved_path: Path, cfg: DictConfig) -> None:
     """A resumed run must continue with the configuration it started with."""
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path)))
     current = _flatten(OmegaConf.to_container(cfg, resolve=True))
-    differ = sorted(k for k in saved.keys() | current.keys() if k not in ("resume", "ckpt_path") and saved.get(k) != current.get(k))
+    differ = sorted(
+        k for k in saved.keys() | current.keys() if k not in ("resume", "ckpt_path") and saved.get(k) != current.get(k)
+    )
     if differ:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ[:8])
-        raise ValueError(f"resume: the configuration differs from the run's {saved_path} ({details}). "
-                         "Repeat the original run's overrides (see its .hydra/overrides.yaml) when resuming.")
+        raise ValueError(
+            f"resume: the configuration differs from the run's {saved_path} ({details}). "
+            "Repeat the original run's overrides (see its .hydra/overrides.yaml) when resuming."
+        )
 
 
 def _flatten(node, prefix: str = "") -> dict:
@@ -147,8 +165,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except SIGTERMException:  # Lightning stops at the next batch, as a SystemExit with status 0: say so, fail
-        log.error("terminated (SIGTERM); continue with: python -m vehicle_transfer.train <same overrides> resume=%s",
-                  cfg.paths.output_dir)
+        log.error(
+            "terminated (SIGTERM); continue with: python -m vehicle_transfer.train <same overrides> resume=%s",
+            cfg.paths.output_dir,
+        )
         raise SystemExit(128 + signal.SIGTERM) from None
     return metrics.get(cfg.get("optimized_metric"))  # what a Hydra sweeper optimises
 

@@ -9,9 +9,10 @@ Selected in configs/hydra/default.yaml. A failed job gets `<job dir>/error.txt`;
 import json
 import logging
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper, BasicSweeperConf
@@ -20,7 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.errors import CompactHydraException
 from omegaconf import open_dict
 
-from vehicle_transfer.paths import write_atomically, write_json
+from vehicle_transfer.files import write_atomically, write_json
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,18 @@ class TolerantLauncher(BasicLauncher):
                 job_dir = sweep_dir / str(idx)
             if ret.status == JobStatus.FAILED:
                 ret = FailedJob(**vars(ret))
-                self.jobs.append({"num": idx, "overrides": overrides, "status": "failed",
-                                  "error": self._record_failure(idx, ret, job_dir)})
+                self.jobs.append(
+                    {
+                        "num": idx,
+                        "overrides": overrides,
+                        "status": "failed",
+                        "error": self._record_failure(idx, ret, job_dir),
+                    }
+                )
             else:
-                self.jobs.append({"num": idx, "overrides": overrides, "status": "ok",
-                                  "return_value": _jsonable(ret.return_value)})
+                self.jobs.append(
+                    {"num": idx, "overrides": overrides, "status": "ok", "return_value": _jsonable(ret.return_value)}
+                )
             runs.append(ret)
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         self._write_summary(sweep_dir)
@@ -96,8 +104,13 @@ class TolerantLauncher(BasicLauncher):
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = idx
             sweep_config.hydra.job.num = idx
-        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
-                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=self.task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
     @staticmethod
     def _record_failure(idx: int, ret: JobReturn, job_dir: Path) -> str:
@@ -112,10 +125,19 @@ class TolerantLauncher(BasicLauncher):
     def _write_summary(self, sweep_dir: Path) -> None:
         failed = sum(job["status"] == "failed" for job in self.jobs)
         write_json(sweep_dir / "summary.json", {"ok": len(self.jobs) - failed, "failed": failed, "jobs": self.jobs})
-        lines = [f"# Sweep: {len(self.jobs) - failed} ok, {failed} failed", "",
-                 "| job | status | overrides | return value / error |", "|---|---|---|---|"]
+        lines = [
+            f"# Sweep: {len(self.jobs) - failed} ok, {failed} failed",
+            "",
+            "| job | status | overrides | return value / error |",
+            "|---|---|---|---|",
+        ]
         for job in self.jobs:
-            cells = [job["num"], job["status"], f"`{' '.join(job['overrides'])}`", job.get("error", job.get("return_value"))]
+            cells = [
+                job["num"],
+                job["status"],
+                f"`{' '.join(job['overrides'])}`",
+                job.get("error", job.get("return_value")),
+            ]
             lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
         write_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
 

@@ -66,7 +66,8 @@ class FinetuneSchedule(L.Callback):
             log.info("epoch %d: %d trainable, %d frozen parameters", epoch, trainable, frozen)
             if pl_module.logger is not None:
                 pl_module.logger.log_metrics(
-                    {"finetune/trainable_params": trainable, "finetune/frozen_params": frozen}, step=pl_module.global_step
+                    {"finetune/trainable_params": trainable, "finetune/frozen_params": frozen},
+                    step=pl_module.global_step,
                 )
             self._counts = (trainable, frozen)
 

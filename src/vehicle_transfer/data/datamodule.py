@@ -15,7 +15,8 @@ from vehicle_transfer.data.near_duplicates import near_duplicate_groups, percept
 from vehicle_transfer.data.split import content_hash, stratified_group_folds, stratified_group_split
 from vehicle_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
 from vehicle_transfer.data.transforms import eval_transform, train_transform
-from vehicle_transfer.paths import from_project_root, write_csv
+from vehicle_transfer.files import write_csv
+from vehicle_transfer.paths import from_project_root
 
 log = logging.getLogger(__name__)
 

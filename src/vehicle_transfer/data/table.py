@@ -7,6 +7,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from vehicle_transfer.errors import UserError
+
 # Layouts users bring: the hackathon copy (train.csv + images/ or train/) and the course copy
 # (emergency_classification.csv + images/). "auto" picks the first that exists.
 CSV_CANDIDATES = ("train.csv", "emergency_classification.csv")
@@ -16,7 +18,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad input data; the message names the file, row or option and how to fix it."""
 
 

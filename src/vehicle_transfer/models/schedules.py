@@ -30,6 +30,7 @@ class WarmupCosine:
         return self.final_factor + (1 - self.final_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def warmup_cosine(optimizer, total_steps: int, phase_starts: list[int], warmup_fraction: float = 0.1,
-                  final_factor: float = 0.01) -> LambdaLR:
+def warmup_cosine(
+    optimizer, total_steps: int, phase_starts: list[int], warmup_fraction: float = 0.1, final_factor: float = 0.01
+) -> LambdaLR:
     return LambdaLR(optimizer, WarmupCosine(total_steps, phase_starts, warmup_fraction, final_factor))

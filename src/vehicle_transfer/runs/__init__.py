@@ -1,0 +1,1 @@
+"""What a run needs around the model: building the trainer, its files, checkpoints, resuming, cross-validation."""
