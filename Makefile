@@ -8,7 +8,7 @@ DATA := data/emergency_vehicles
 # elsewhere pip resolves the newest release allowed by pyproject.toml.
 TORCH_PIN := $(shell $(PYTHON) -c "import platform,sys; print('torch==2.14.1 torchvision==0.29.1' if platform.machine()=='x86_64' and sys.version_info[:2]==(3,11) and __import__('os').path.isdir('/etc/xdg/pip') else '')")
 
-.PHONY: train test reproduce data tensorboard clean
+.PHONY: train test test-fast lint reproduce data tensorboard clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ reproduce: $(VENV)/.installed | $(DATA)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed   # unit tests on synthetic images: no ../shared, no network, under a minute
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 tensorboard: $(VENV)/.installed
 	$(VENV)/bin/tensorboard --logdir logs

@@ -78,7 +78,7 @@ def test_seed_zero_is_a_seed(tmp_path):
 
     import torch
 
-    from vehicle_transfer.runs import seed_run
+    from vehicle_transfer.runs.build import seed_run
 
     seed_run(compose_config("train", tmp_path, ["seed=0"]))
     first = torch.rand(3)

@@ -13,15 +13,13 @@ from omegaconf import DictConfig, open_dict
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.data.datamodule import VAL_SPLIT_FILE
+from vehicle_transfer.files import write_json
 from vehicle_transfer.paths import from_project_root
-from vehicle_transfer.runs import (
-    build_trainer,
-    load_checkpoint,
-    save_test_predictions,
-    scalar_metrics,
-    seed_run,
-    write_metrics,
-)
+from vehicle_transfer.runs.build import build_trainer, seed_run
+from vehicle_transfer.runs.checkpoints import load_checkpoint
+from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
+from vehicle_transfer.runs.failures import report_user_errors
+from vehicle_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -31,6 +29,10 @@ def evaluate(cfg: DictConfig) -> dict:
         with open_dict(cfg):
             cfg.data.val_split_csv = str(from_project_root(cfg.ckpt_path).parent.parent / VAL_SPLIT_FILE)
     model, datamodule = load_checkpoint(cfg)
+    if not cfg.data.test_csv:
+        datamodule.check_split()
+    output_dir = Path(cfg.paths.output_dir)
+    write_json(output_dir / ENVIRONMENT_FILE, environment())
     trainer = build_trainer(cfg)
     trainer.test(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
@@ -39,12 +41,13 @@ def evaluate(cfg: DictConfig) -> dict:
         "ckpt_path": cfg.ckpt_path,
         "evaluated_on": cfg.data.test_csv or cfg.data.val_split_csv,
     }
-    save_test_predictions(Path(cfg.paths.output_dir), cfg.data, datamodule.test_table, model.test_probabilities)
-    write_metrics(Path(cfg.paths.output_dir), metrics)
+    save_test_predictions(output_dir, cfg.data, datamodule.test_table, model.test_probabilities)
+    write_metrics(output_dir, metrics)
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="eval")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

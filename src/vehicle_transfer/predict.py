@@ -16,8 +16,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from vehicle_transfer import CONFIG_DIR
-from vehicle_transfer.prediction_files import write_predictions
-from vehicle_transfer.runs import build_trainer, checkpoint_paths, load_classifier
+from vehicle_transfer.errors import UserError
+from vehicle_transfer.runs.build import build_trainer
+from vehicle_transfer.runs.checkpoints import checkpoint_paths, load_classifier
+from vehicle_transfer.runs.failures import report_user_errors
+from vehicle_transfer.runs.outputs import write_predictions
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,7 @@ def predict(cfg: DictConfig) -> Path:
     models = [load_classifier(path, cfg) for path in checkpoint_paths(cfg.ckpt_path)]
     sizes = sorted({m.hparams.image_size for m in models})
     if len(sizes) > 1:
-        raise ValueError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
+        raise UserError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
     datamodule = instantiate(cfg.data, image_size=sizes[0])
     trainer = build_trainer(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
@@ -45,6 +48,7 @@ def predict(cfg: DictConfig) -> Path:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     predict(cfg)
 

@@ -21,6 +21,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.errors import CompactHydraException
 from omegaconf import open_dict
 
+from vehicle_transfer import markdown
 from vehicle_transfer.files import write_atomically, write_json
 
 log = logging.getLogger(__name__)
@@ -125,21 +126,13 @@ class TolerantLauncher(BasicLauncher):
     def _write_summary(self, sweep_dir: Path) -> None:
         failed = sum(job["status"] == "failed" for job in self.jobs)
         write_json(sweep_dir / "summary.json", {"ok": len(self.jobs) - failed, "failed": failed, "jobs": self.jobs})
-        lines = [
-            f"# Sweep: {len(self.jobs) - failed} ok, {failed} failed",
-            "",
-            "| job | status | overrides | return value / error |",
-            "|---|---|---|---|",
+        rows = [
+            [job["num"], job["status"], f"`{' '.join(job['overrides'])}`", job.get("error", job.get("return_value"))]
+            for job in self.jobs
         ]
-        for job in self.jobs:
-            cells = [
-                job["num"],
-                job["status"],
-                f"`{' '.join(job['overrides'])}`",
-                job.get("error", job.get("return_value")),
-            ]
-            lines.append("| " + " | ".join(_markdown_cell(cell) for cell in cells) + " |")
-        write_atomically(sweep_dir / "summary.md", "\n".join(lines) + "\n")
+        text = markdown.table(["job", "status", "overrides", "return value / error"], rows)
+        title = f"# Sweep: {len(self.jobs) - failed} ok, {failed} failed"
+        write_atomically(sweep_dir / "summary.md", f"{title}\n\n{text}\n")
 
 
 class TolerantSweeper(BasicSweeper):
@@ -164,8 +157,3 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return repr(value)
     return value
-
-
-def _markdown_cell(value: Any) -> str:
-    """One table cell: a single line, its pipes escaped so they do not split the row."""
-    return " ".join(str(value).split()).replace("|", r"\|")

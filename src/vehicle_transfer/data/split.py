@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vehicle_transfer.data.table import DataError
+
 
 def content_hash(path: Path) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()
@@ -39,7 +41,7 @@ def stratified_group_split(
 ) -> tuple[list[int], list[int]]:
     """Indices (rest, held_out): about `fraction` of each class held out, whole groups at a time."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"split fraction must be between 0 and 1, got {fraction}")
+        raise DataError(f"split fraction must be between 0 and 1, got {fraction}")
     members, class_groups = _groups_by_class(labels, groups, seed)
     held_out: list[int] = []
     for shuffled in class_groups:
@@ -57,7 +59,7 @@ def stratified_group_split(
 def stratified_group_folds(labels: list[int], groups: list[str], folds: int, seed: int) -> list[int]:
     """The fold (0..folds-1) of every index: each class spread evenly over the folds, whole groups at a time."""
     if folds < 2 or folds > len(labels):
-        raise ValueError(f"data.folds={folds}: use 2..{len(labels)} folds (null: a single validation split)")
+        raise DataError(f"data.folds={folds}: use 2..{len(labels)} folds (null: a single validation split)")
     members, class_groups = _groups_by_class(labels, groups, seed)
     fold_of = [0] * len(labels)
     for shuffled in class_groups:
@@ -68,3 +70,17 @@ def stratified_group_folds(labels: list[int], groups: list[str], folds: int, see
             for index in members[group]:
                 fold_of[index] = fold
     return fold_of
+
+
+def require_every_class(labels: list[int], class_names: list[str], source: str) -> None:
+    """A class without images makes a head that can never be right about it, and metrics (AUROC, F1) that
+    mean nothing: refuse it, naming the classes present."""
+    counts = Counter(labels)
+    absent = [name for i, name in enumerate(class_names) if not counts[i]]
+    if absent:
+        present = ", ".join(f"{name} ({counts[i]})" for i, name in enumerate(class_names) if counts[i]) or "none"
+        raise DataError(
+            f"{source}: data.class_names lists {list(class_names)} but no image is labelled "
+            f"{', '.join(map(repr, absent))} (images per class: {present}). Set data.class_names to the classes of "
+            "the csv, in label order (two or more), or add images of the missing class."
+        )

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from torchvision.transforms import v2
 
+from vehicle_transfer.errors import UserError
+
 AUGMENTATIONS = ("none", "light", "strong")
 
 
@@ -31,4 +33,4 @@ def train_transform(image_size: int, augment: str) -> v2.Transform:
                 v2.RandomErasing(p=0.25, value=0),
             ]
         )
-    raise ValueError(f"data.augment={augment!r} is not one of {', '.join(AUGMENTATIONS)}")
+    raise UserError(f"data.augment={augment!r} is not one of {', '.join(AUGMENTATIONS)}")

@@ -13,6 +13,8 @@ from torch import nn
 from torchmetrics import AUROC, Accuracy, ConfusionMatrix, F1Score, MaxMetric, MetricCollection
 from torchvision.transforms import v2
 
+from vehicle_transfer import markdown
+from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.models.backbones import build_backbone
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
@@ -176,11 +178,12 @@ class ImageClassifier(L.LightningModule):
             self.confusion[stage].reset()
             self.confusion_matrices[stage] = matrix
             if self.logger is not None and hasattr(self.logger.experiment, "add_text"):
-                rows = "\n".join(f"| true {i} | " + " | ".join(map(str, row)) + " |" for i, row in enumerate(matrix))
-                header = (
-                    "| | " + " | ".join(f"pred {j}" for j in range(len(matrix))) + " |\n|" + "---|" * (len(matrix) + 1)
+                text = markdown.table(
+                    ["", *(f"pred {j}" for j in range(len(matrix)))],
+                    [[f"true {i}", *row] for i, row in enumerate(matrix)],
+                    align="l" + "r" * len(matrix),
                 )
-                self.logger.experiment.add_text(f"{stage}/confusion_matrix", f"{header}\n{rows}", self.current_epoch)
+                self.logger.experiment.add_text(f"{stage}/confusion_matrix", text, self.current_epoch)
         return values
 
     # ---- optimisation --------------------------------------------------------------------------
@@ -193,7 +196,7 @@ class ImageClassifier(L.LightningModule):
             # No weight decay on biases and normalisation weights.
             groups.append({"params": [p for p in params if p.ndim > 1], "lr_scale": scale})
             groups.append({"params": [p for p in params if p.ndim <= 1], "lr_scale": scale, "weight_decay": 0.0})
-        optimizer = instantiate(self.hparams.optimizer)([g for g in groups if g["params"]])
+        optimizer = _configured("model.optimizer", self.hparams.optimizer, [g for g in groups if g["params"]])
         for group in optimizer.param_groups:
             group["lr"] *= group["lr_scale"]
         if not self.hparams.scheduler:
@@ -202,8 +205,18 @@ class ImageClassifier(L.LightningModule):
         epochs = self.trainer.max_epochs
         per_epoch = total // epochs if epochs and epochs > 0 else total
         starts = [epoch * per_epoch for epoch in self.hparams.lr_phase_epochs]
-        scheduler = instantiate(self.hparams.scheduler)(optimizer, total_steps=total, phase_starts=starts)
+        scheduler = _configured(
+            "model.scheduler", self.hparams.scheduler, optimizer, total_steps=total, phase_starts=starts
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _configured(option: str, config: dict, *args, **kwargs):
+    """The optimizer or scheduler its config describes; settings it rejects are the user's to fix."""
+    try:
+        return instantiate(config)(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{option} ({config.get('_target_')}) rejects its settings: {error}") from error
 
 
 def _plain(config):

@@ -1,0 +1,28 @@
+"""Seeding and the Trainer, built from a composed config."""
+
+from __future__ import annotations
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from vehicle_transfer.runs.checkpoints import AtomicCheckpointIO
+
+
+def seed_run(cfg: DictConfig) -> None:
+    if cfg.get("seed") is not None:  # 0 is a seed too
+        L.seed_everything(cfg.seed, workers=True)
+
+
+def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **overrides) -> L.Trainer:
+    """`first_callbacks` run before the configured ones (the finetune schedule: others then see its state);
+    `overrides` replace trainer options of the config."""
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return instantiate(
+        cfg.trainer,
+        callbacks=list(first_callbacks) + callbacks,
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
+        **overrides,
+    )
