@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 from tests.conftest import compose_config
-from vehicle_transfer.audit import audit, duplicate_summary, run_audit
+from tests.helpers.images import as_displayed, blocks, make_dataset, save_oriented
+from vehicle_transfer.audit import run_audit
+from vehicle_transfer.data.audit import audit, duplicate_summary
+from vehicle_transfer.data.audit_report import markdown
 from vehicle_transfer.data.near_duplicates import perceptual_hash
 
 CLASSES = ["non_emergency", "emergency"]
@@ -269,3 +272,24 @@ def test_absent_test_csv_is_skipped_with_a_note(synthetic):
     )
     assert "skipped" in report["test"]["note"] and "near_duplicates" not in report
     assert "test rows" not in report["summary"]
+
+
+def test_exif_orientation_is_counted_and_sizes_are_as_displayed(tmp_path):
+    root = make_dataset(tmp_path, count=6)  # 48 x 32 JPEGs
+    for index, tag in ((0, 6), (1, 8), (2, 3), (3, 1)):  # 1: as stored, nothing to turn
+        save_oriented(blocks(index), root / "images" / f"img_{index:03d}.jpg", tag, quality=95)
+    as_displayed(blocks(0), 6).save(root / "images" / "img_000_turned.jpg", quality=95)  # what img_000 shows
+    with open(root / "train.csv", "a", encoding="utf-8") as handle:
+        handle.write("img_000_turned.jpg,0\n")
+
+    report = audit(root / "train.csv", root / "images", "image_names", "emergency_or_not", CLASSES)
+    assert report["oriented_images"] == [
+        {"name": "img_000.jpg", "orientation": 6},
+        {"name": "img_001.jpg", "orientation": 8},
+        {"name": "img_002.jpg", "orientation": 3},
+    ]
+    assert report["summary"]["images with an EXIF orientation (read turned)"] == 3
+    assert report["sizes"]["most_common"] == {"48x32": 4, "32x48": 3}
+    assert report["near_duplicates"]["group_names"] == [["img_000.jpg", "img_000_turned.jpg"]]
+    text = markdown(report)
+    assert "| images with an EXIF orientation (read turned) | 3 |" in text and "img_001.jpg (8)" in text

@@ -14,17 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-HASH_SIZE = 8  # 8 x 8 comparisons -> 64 bits
+from vehicle_transfer.data.decode import read_upright
 
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+HASH_SIZE = 8  # 8 x 8 comparisons -> 64 bits
 
 
 def _grayscale_array(image: Image.Image) -> np.ndarray:
-    """Luminance as float32 on a 0..255 scale, whatever the mode.
+    """Luminance of an 8-bit image (see `decode.read_upright`) as float32 on a 0..255 scale, whatever the mode.
 
-    Transparent pixels are composited onto white, palette and CMYK images go through RGB, and
-    16-bit (and 32-bit integer / float) images are scaled into 0..255, never clipped: Pillow's own
-    "I;16" -> "L" conversion clips everything above 255 to white, which would destroy the hash.
+    Transparent pixels are composited onto white; palette and CMYK images go through RGB.
     """
     mode = image.mode
     if mode == "P":
@@ -35,33 +33,19 @@ def _grayscale_array(image: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
         mode = image.mode
-    if mode in _SIXTEEN_BIT_MODES:
-        return np.asarray(image, dtype=np.float32) / 257.0
-    if mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float32)
-        top = float(values.max()) if values.size else 0.0
-        if mode == "F" and 0.0 <= float(values.min()) and top <= 1.0:
-            return values * 255.0  # float image in 0..1
-        if top <= 255.0:
-            return values
-        if top <= 65535.0:
-            return values / 257.0  # 16-bit data stored in a 32-bit container
-        return (values - float(values.min())) * (255.0 / max(top - float(values.min()), 1.0))
     if mode != "L":
         image = image.convert("RGB").convert("L")  # also covers CMYK, YCbCr, LAB, HSV, 1
     return np.asarray(image, dtype=np.float32)
 
 
 def perceptual_hash(path: str | Path) -> int:
-    """64-bit difference hash (dHash) of the image at `path`.
+    """64-bit difference hash (dHash) of the image at `path`, as displayed (EXIF orientation applied).
 
     The grayscale image is shrunk to 9 x 8 (Lanczos, on floats, so no rounding ties) and each bit
     says whether a pixel is brighter than its right-hand neighbour; bit 63 is the top-left
     comparison. Re-encoding, resizing and mode changes flip few bits; different photos flip ~32.
     """
-    with Image.open(path) as image:
-        image.load()
-        gray = _grayscale_array(image)
+    gray = _grayscale_array(read_upright(Path(path)))
     small = Image.fromarray(gray).resize((HASH_SIZE + 1, HASH_SIZE), Image.LANCZOS)
     pixels = np.asarray(small, dtype=np.float32)
     bits = (pixels[:, 1:] > pixels[:, :-1]).ravel()
@@ -104,7 +88,7 @@ def near_duplicate_groups(hashes: list[int], max_distance: int = 4, block: int =
     for start in range(0, n, block):
         rows = values[start : start + block]
         close = _popcount(rows[:, None] ^ values[None, :]) <= max_distance
-        for i, j in zip(*np.nonzero(close)):
+        for i, j in zip(*np.nonzero(close), strict=True):
             a, b = find(start + int(i)), find(int(j))
             if a != b:
                 parent[max(a, b)] = min(a, b)

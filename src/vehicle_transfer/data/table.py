@@ -87,8 +87,10 @@ def read_table(
             f"(use an index 0..{len(class_names) - 1} or a class name): {first_items(bad_labels)}"
         )
     if conflicts:
-        raise DataError(f"{csv_path}: {len(conflicts)} image(s) listed twice with different labels: {first_items(conflicts)}. "
-                        "Keep one row per image.")
+        raise DataError(
+            f"{csv_path}: {len(conflicts)} image(s) listed twice with different labels: {first_items(conflicts)}. "
+            "Keep one row per image."
+        )
     paths = [image_dir / name for name in names]
     missing = [name for name, path in zip(names, paths) if not path.is_file()]
     if missing:
@@ -108,19 +110,35 @@ def folder_table(folder: Path) -> ImageTable:
 
 
 def read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
+    """(line number, row) of every data row. Spreadsheet exports are read as they come: a byte-order mark,
+    Windows line ends, ";" or tab as the separator, spaces around header names."""
     if not csv_path.is_file():
         raise DataError(f"csv file {csv_path} does not exist.")
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            raise DataError(f"{csv_path} is empty; expected a header line with the columns {columns}.")
-        absent = [c for c in columns if c not in (reader.fieldnames or [])]
-        if absent:
-            raise DataError(
-                f"{csv_path}: column(s) {absent} not found; its header is {reader.fieldnames}. "
-                "Set data.name_column / data.label_column to the right names."
-            )
-        rows = [(line, row) for line, row in enumerate(reader, start=2)]
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{csv_path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as a UTF-8 csv "
+            '(in a spreadsheet: "CSV UTF-8").'
+        ) from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DataError(f"{csv_path} is empty; expected a header line with the columns {columns}.")
+    header = lines[0]
+    delimiter = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    absent = [c for c in columns if c not in reader.fieldnames]
+    if absent:
+        raise DataError(
+            f"{csv_path}: column(s) {absent} not found; its header is {reader.fieldnames}. "
+            "Set data.name_column / data.label_column to the right names."
+        )
+    rows = [
+        (line, row)
+        for line, row in enumerate(reader, start=2)
+        if any(isinstance(v, str) and v.strip() for v in row.values())
+    ]
     if not rows:
         raise DataError(f"{csv_path} has a header but no rows.")
     return rows
@@ -130,9 +148,11 @@ def class_index(value: str | None, class_names: list[str]) -> int | None:
     value = (value or "").strip()
     if value in class_names:
         return class_names.index(value)
-    if value.lstrip("-").isdigit() and 0 <= int(value) < len(class_names):
-        return int(value)
-    return None
+    try:
+        number = float(value)  # 1, or 1.0 as spreadsheets and pandas write it
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() and 0 <= number < len(class_names) else None
 
 
 def first_items(items: list[str], n: int = 10) -> str:

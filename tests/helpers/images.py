@@ -1,0 +1,68 @@
+"""Small synthetic images and labelled data sets, made inside the tests.
+
+Each image is a random grid of coloured blocks drawn from its index: distinct content (and far-apart
+perceptual hashes) per index, reproducible across runs, and no two rotations of it alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ORIENTATION_TAG = 0x0112  # EXIF Orientation
+# How a viewer turns the stored pixels for each EXIF orientation, as numpy quarter turns (counter-clockwise).
+QUARTER_TURNS = {1: 0, 3: 2, 6: -1, 8: 1}
+CLASSES = ["non_emergency", "emergency"]
+
+
+def blocks(index: int, size: tuple[int, int] = (48, 32), grid: tuple[int, int] = (6, 4)) -> Image.Image:
+    """An RGB image of `size` (width, height): a `grid` (columns, rows) of random colours seeded by `index`."""
+    colours = np.random.default_rng(index).integers(0, 256, (grid[1], grid[0], 3), dtype=np.uint8)
+    return Image.fromarray(colours).resize(size, Image.NEAREST)
+
+
+def save_oriented(image: Image.Image, path: Path, orientation: int, **save_args) -> Path:
+    """Save `image`'s pixels as stored, with an EXIF orientation tag telling viewers how to turn them."""
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    image.save(path, exif=exif, **save_args)
+    return path
+
+
+def as_displayed(image: Image.Image, orientation: int) -> Image.Image:
+    """The stored pixels turned the way a viewer shows them for `orientation` (1, 3, 6 or 8)."""
+    return Image.fromarray(np.ascontiguousarray(np.rot90(np.asarray(image), QUARTER_TURNS[orientation])))
+
+
+def make_dataset(
+    root: Path, count: int = 8, size: tuple[int, int] = (48, 32), csv_name: str = "train.csv", image_dir: str = "images"
+) -> Path:
+    """`root` with a csv (image_names, emergency_or_not: classes alternating) and `count` distinct JPEGs."""
+    (root / image_dir).mkdir(parents=True)
+    rows = []
+    for index in range(count):
+        name = f"img_{index:03d}.jpg"
+        blocks(index, size).save(root / image_dir / name, quality=95)
+        rows.append((name, index % 2))
+    with open(root / csv_name, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("image_names", "emergency_or_not"), *rows])
+    return root
+
+
+def make_zip(folder: Path, zip_path: Path, wrapper: str | None = "emergency_vehicles") -> Path:
+    """`folder`'s files zipped, inside a `wrapper` folder as downloads usually are (None: at the top)."""
+    with zipfile.ZipFile(zip_path, "w") as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder).as_posix()
+            archive.write(path, f"{wrapper}/{relative}" if wrapper else relative)
+    return zip_path
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (followed through a link) by relative path, with its bytes."""
+    root = folder.resolve()
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
