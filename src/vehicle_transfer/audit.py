@@ -20,6 +20,7 @@ from vehicle_transfer.data.audit_report import markdown
 from vehicle_transfer.data.table import find_in_root
 from vehicle_transfer.files import write_atomically, write_csv, write_json
 from vehicle_transfer.paths import from_project_root
+from vehicle_transfer.runs.failures import report_user_errors
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def run_audit(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
+@report_user_errors
 def main(cfg: DictConfig) -> None:
     run_audit(cfg)
 

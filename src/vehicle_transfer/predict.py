@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.errors import UserError
+from vehicle_transfer.files import write_json
 from vehicle_transfer.runs.build import build_trainer
 from vehicle_transfer.runs.checkpoints import checkpoint_paths, load_classifier
+from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.failures import report_user_errors
 from vehicle_transfer.runs.outputs import write_predictions
 
@@ -31,6 +33,7 @@ def predict(cfg: DictConfig) -> Path:
     if len(sizes) > 1:
         raise UserError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
     datamodule = instantiate(cfg.data, image_size=sizes[0])
+    write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
     trainer = build_trainer(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
     probs = torch.stack([torch.cat(trainer.predict(m, datamodule=datamodule)) for m in models]).mean(0).numpy()
