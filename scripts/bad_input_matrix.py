@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,16 +196,18 @@ def cases(inputs: Inputs, tmp: Path) -> Iterator[Case]:
     yield Case("unknown finetune strategy", [data, "finetune=nope"])
     yield Case("unknown backbone name", [data, "model.backbone=nope_net"])
     yield Case("weights not available offline", [data, "model=vgg16"])
-    yield Case("trainer=gpu on a machine without one", [data, "trainer=gpu"])
+    yield Case("trainer.accelerator=gpu on a machine without one", [data, "trainer.accelerator=gpu"])
     # ---- checkpoints and resuming ----------------------------------------------------------------------------
     run = tmp / "trained"
     ckpt = f"{run}/checkpoints/best.ckpt"
     yield Case(
         "resume= of a finished run", [data, "data.subset=32", *SHORT, f"resume={run}"], fast=False, needs=["trained"]
     )
+    killed = tmp / "killed"  # the trained run as a kill after its last checkpoint leaves it: no metrics.json
     yield Case(
-        "resume= with a different configuration",
-        [data, "data.subset=32", *SHORT, "seed=7", f"resume={run}"],
+        "resume= of a killed run with a different configuration",
+        [data, "data.subset=32", *SHORT, "seed=7", f"resume={killed}"],
+        lambda d: (shutil.copytree(run, killed), (killed / "metrics.json").unlink()),
         fast=False,
         needs=["trained"],
     )
@@ -289,13 +292,12 @@ def outcome(result: subprocess.CompletedProcess) -> str:
         complete = [line for line in result.stdout.splitlines() if "is complete" in line]
         return complete[-1].split(" - ", 1)[-1] if complete else "ok (trained)"
     lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
-    error = next((line for line in lines if line.startswith(("Error:", "invalid data set:"))), None)
-    if error is None:  # Hydra's own messages (composition, overrides): the lines before its hint
-        before = lines[
-            : next((i for i, line in enumerate(lines) if line.startswith("Set the environment")), len(lines))
-        ]
-        error = " ".join(before[-3:])
-    return error.removeprefix("Error: ")
+    start = next((i for i, line in enumerate(lines) if line.startswith(("Error:", "invalid data set:"))), None)
+    if start is None:  # Hydra's own message (composition, overrides): everything before its hints
+        start = next((i for i, line in enumerate(lines) if not line.startswith(("[", "Seed set"))), 0)
+    ends = ("(The full traceback", "Set the environment", "Config search path")
+    end = next((i for i, line in enumerate(lines) if i > start and line.startswith(ends)), len(lines))
+    return " ".join(lines[start:end]).removeprefix("Error: ")
 
 
 def main() -> None:

@@ -27,9 +27,11 @@ from torch.utils.data import DataLoader
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.cpu_memory import keep_freed_memory
-from vehicle_transfer.data.dataset import CachedImageDataset, decode_all
+from vehicle_transfer.data.dataset import CachedImageDataset
+from vehicle_transfer.data.decode import decode_all
 from vehicle_transfer.data.table import DataError
 from vehicle_transfer.data.transforms import eval_transform
+from vehicle_transfer.markdown import table as markdown_table  # main's `table` is the data set's
 
 L2 = 1e-2  # on standardised features
 
@@ -121,12 +123,11 @@ def markdown(rows: list, folds: int) -> str:
         f"{folds}-fold mean ± std",
         "decode + embed img/s",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for name, size, accuracies, speed in rows:
         summary = f"{statistics.fmean(accuracies):.4f} ± {statistics.stdev(accuracies):.4f}"
-        cells = [name, size, *(f"{a:.4f}" for a in accuracies), summary, f"{speed:.1f}" if speed else ""]
-        lines.append("| " + " | ".join(map(str, cells)) + " |")
-    return "\n".join(lines)
+        body.append([name, size, *(f"{a:.4f}" for a in accuracies), summary, f"{speed:.1f}" if speed else ""])
+    return markdown_table(header, body)
 
 
 if __name__ == "__main__":

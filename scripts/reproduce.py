@@ -23,6 +23,8 @@ from omegaconf import OmegaConf
 
 from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
 from vehicle_transfer.files import write_atomically, write_csv
+from vehicle_transfer.markdown import table
+from vehicle_transfer.runs.environment import git_commit
 
 SETS_FILE = CONFIG_DIR / "reproductions.yaml"
 COLUMNS = [
@@ -41,6 +43,7 @@ COLUMNS = [
     "device",
     "status",
     "run_dir",
+    "commit",
 ]
 
 
@@ -60,23 +63,24 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     data_overrides = [o for o in args.overrides if o.startswith("data.")]  # what eval and predict also need
+    commit = commit_label(git_commit())  # the code every row runs
     start, rows, cross_validated = time.perf_counter(), [], []
     for index, row in enumerate(spec["rows"]):
         overrides = [f"experiment={row['experiment']}", f"seed={args.seed}", *row.get("overrides", []), *args.overrides]
         run_dir = out / "runs" / str(index)
         print(f"[{index + 1}/{len(spec['rows'])}] train {' '.join(overrides)}", flush=True)
         run_python("vehicle_transfer.train", "-m", *overrides, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.")
-        rows.append(result_row(row, run_dir))
+        rows.append(result_row(row, run_dir, commit))
         if rows[-1]["status"] == "ok":
             if rows[-1]["folds"]:
                 cross_validated.append(rows[-1])
             if row.get("tta_ablation"):
                 rows.append(without_flip_tta(rows[-1], run_dir, data_overrides))
-        write_tables(out, spec, rows, time.perf_counter() - start, final=False)  # what is done so far
+        write_tables(out, spec, rows, commit, time.perf_counter() - start, final=False)  # what is done so far
     if spec.get("submission") and cross_validated:
         best = max(cross_validated, key=lambda r: r["val_acc"])
         write_submission(out, Path(best["run_dir"]), data_overrides)
-    write_tables(out, spec, rows, time.perf_counter() - start, final=True)
+    write_tables(out, spec, rows, commit, time.perf_counter() - start, final=True)
     print(f"results: {out / 'results.md'}")
     return 1 if any(r["status"].startswith("failed") for r in rows) else 0
 
@@ -86,9 +90,20 @@ def run_python(module: str, *arguments: str) -> None:
     subprocess.run([sys.executable, "-m", module, *arguments], cwd=PROJECT_ROOT)
 
 
-def result_row(row: dict, run_dir: Path) -> dict:
+def commit_label(git: dict) -> str:
+    """The project's commit, with -dirty when the work tree differs from it (as git describe --dirty); empty
+    outside a git checkout."""
+    return f"{git['commit']}{'-dirty' if git['dirty'] else ''}" if git["commit"] else ""
+
+
+def result_row(row: dict, run_dir: Path, commit: str) -> dict:
     """A table row from the job's config, metrics.json, or error.txt (weights missing offline: skipped)."""
-    values = {"experiment": row["experiment"], "overrides": " ".join(row.get("overrides", [])), "run_dir": str(run_dir)}
+    values = {
+        "experiment": row["experiment"],
+        "overrides": " ".join(row.get("overrides", [])),
+        "run_dir": str(run_dir),
+        "commit": commit,
+    }
     hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
     if hydra_file.is_file():
         choices = OmegaConf.load(hydra_file).hydra.runtime.choices
@@ -168,7 +183,7 @@ def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> Non
     )
 
 
-def write_tables(out: Path, spec: dict, rows: list[dict], seconds: float, final: bool) -> None:
+def write_tables(out: Path, spec: dict, rows: list[dict], commit: str, seconds: float, final: bool) -> None:
     """results.csv/.md once the set is done; until then results.partial.csv/.md, so that an interrupted
     set never leaves a table that looks complete."""
     stem = "results" if final else "results.partial"
@@ -178,21 +193,23 @@ def write_tables(out: Path, spec: dict, rows: list[dict], seconds: float, final:
         else f"Partial: {len(rows)} row(s) after {_duration(seconds)}; the set was still running."
     )
     write_csv(out / f"{stem}.csv", COLUMNS, [[row[column] for column in COLUMNS] for row in rows])
-    write_atomically(out / f"{stem}.md", markdown(spec, rows) + f"\n{footer}\n")
+    write_atomically(out / f"{stem}.md", markdown(spec, rows, commit) + f"\n{footer}\n")
     if final:
         for partial in out.glob("results.partial.*"):
             partial.unlink()
 
 
-def markdown(spec: dict, rows: list[dict]) -> str:
+def markdown(spec: dict, rows: list[dict], commit: str) -> str:
     published = {r["experiment"]: r["published"] for r in spec["rows"] if r.get("published")}
     header = ["experiment", "model", "finetune", "epochs", "image size"]
     header += ["published train acc", "published val acc"] if published else []
     header += ["train acc", "val acc", "wall time", "train img/s", "device", "status", "run dir"]
-    lines = [f"# {spec['title']}", ""]
+    dirty = " (-dirty: the work tree had uncommitted changes)" if commit.endswith("-dirty") else ""
+    code = f"Code: commit `{commit}`{dirty}." if commit else "Code: not a git checkout (commit unknown)."
+    lines = [f"# {spec['title']}", "", code, ""]
     if spec.get("published_source"):
         lines += [f"Published figures: {spec['published_source']}.", ""]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = []
     for r in rows:
         name = r["experiment"] + (f" ({r['overrides']})" if r["overrides"] else "")
         val = _fraction(r["val_acc"]) + (
@@ -206,8 +223,8 @@ def markdown(spec: dict, rows: list[dict]) -> str:
         speed = f"{r['train_images_per_s']:.1f}" if r["train_images_per_s"] not in ("", None) else ""
         status = r["status"].split(". ")[0]  # the reason's first sentence; results.csv has all of it
         cells += [_fraction(r["train_acc"]), val, wall, speed, r["device"], status, f"`{r['run_dir']}`"]
-        lines.append("| " + " | ".join(str(c).replace("|", r"\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n"
+        body.append(cells)
+    return "\n".join([*lines, table(header, body)]) + "\n"
 
 
 def _duration(seconds) -> str:
