@@ -1,18 +1,21 @@
-"""The data audit: the real data's documented defects, and every kind of defect in a small made-up set."""
+"""The data audit: the real data's documented defects (slow), and every kind of defect in a small made-up set
+built from made-up photos (fast) or from real ones (slow)."""
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 from tests.helpers.images import as_displayed, blocks, make_dataset, save_oriented
 from vehicle_transfer.audit import run_audit
 from vehicle_transfer.data.audit import audit, duplicate_summary
@@ -26,6 +29,7 @@ def _distance(a: int, b: int) -> int:
     return bin(a ^ b).count("1")
 
 
+@pytest.mark.slow
 def test_real_data_defects_match_the_readme(shared_data):
     report = audit(
         shared_data / "train.csv",
@@ -54,18 +58,30 @@ def test_duplicate_summary_counts_groups_copies_and_conflicts():
 
 
 # ---- a made-up data set with one of each defect -------------------------------------------------
-def _distinct_real_images(root: Path, count: int) -> list[Path]:
-    """Real images far apart by perceptual hash, so only the copies made below are near duplicates."""
-    chosen, hashes = [], []
+def _real_photos(root: Path) -> Iterator[Path]:
     with open(root / "train.csv", newline="") as handle:
         for row in csv.DictReader(handle):
-            path = root / "images" / row["image_names"]
-            h = perceptual_hash(path)
-            if all(_distance(h, other) > 16 for other in hashes):
-                chosen.append(path)
-                hashes.append(h)
-            if len(chosen) == count:
-                return chosen
+            yield root / "images" / row["image_names"]
+
+
+def _made_up_photos(folder: Path) -> Iterator[Path]:
+    """224 x 224 JPEGs of coloured blocks, the real photos' size and format."""
+    folder.mkdir()
+    for index in itertools.count():
+        blocks(index, (224, 224)).save(folder / f"{index}.jpg", quality=95)
+        yield folder / f"{index}.jpg"
+
+
+def _distinct_images(candidates: Iterator[Path], count: int) -> list[Path]:
+    """Images far apart by perceptual hash, so only the copies made below are near duplicates."""
+    chosen, hashes = [], []
+    for path in candidates:
+        h = perceptual_hash(path)
+        if all(_distance(h, other) > 16 for other in hashes):
+            chosen.append(path)
+            hashes.append(h)
+        if len(chosen) == count:
+            return chosen
 
 
 def _reencode(source: Path, target: Path) -> None:
@@ -75,25 +91,29 @@ def _reencode(source: Path, target: Path) -> None:
     assert _distance(perceptual_hash(source), perceptual_hash(target)) <= 4
 
 
-@pytest.fixture(scope="module")
-def synthetic(shared_data, tmp_path_factory) -> Path:
+@pytest.fixture(scope="module", params=["made_up_photos", pytest.param("real_photos", marks=pytest.mark.slow)])
+def synthetic(request, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic")
     images = root / "images"
     images.mkdir()
-    real = iter(_distinct_real_images(shared_data, 25))
+    if request.param == "real_photos":
+        candidates = _real_photos(request.getfixturevalue("shared_data"))
+    else:
+        candidates = _made_up_photos(tmp_path_factory.mktemp("photos") / "photos")
+    photos = iter(_distinct_images(candidates, 25))
 
-    def rgb() -> Image.Image:  # a fresh real photo each call
-        with Image.open(next(real)) as image:
+    def rgb() -> Image.Image:  # a fresh photo each call
+        with Image.open(next(photos)) as image:
             return image.convert("RGB")
 
     for i in range(8):
-        shutil.copy(next(real), images / f"a{i}.jpg")
+        shutil.copy(next(photos), images / f"a{i}.jpg")
     for name in ("copy_same.jpg", "copy_conflict.jpg"):
         shutil.copy(images / ("a0.jpg" if name == "copy_same.jpg" else "a1.jpg"), images / name)
     _reencode(images / "a2.jpg", images / "reencoded.jpg")
     _reencode(images / "a3.jpg", images / "reencoded_conflict.jpg")
     (images / "empty.jpg").write_bytes(b"")
-    half = next(real).read_bytes()
+    half = next(photos).read_bytes()
     (images / "truncated.jpg").write_bytes(half[: len(half) // 2])
     (images / "corrupt.jpg").write_bytes(random.Random(0).randbytes(5000))
     rgb().save(images / "png.png")
@@ -112,7 +132,7 @@ def synthetic(shared_data, tmp_path_factory) -> Path:
         "extra.jpg",
         "test_new.jpg",
     ):
-        shutil.copy(next(real), images / name)
+        shutil.copy(next(photos), images / name)
     Image.fromarray(np.tile(np.arange(4100, dtype=np.uint16) % 256, (16, 1)).astype(np.uint8)).save(images / "wide.png")
     shutil.copy(images / "a7.jpg", images / "test_copy.jpg")
     _reencode(images / "a6.jpg", images / "test_near.jpg")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_nothing_lost import make_dataset
+from tests.helpers.images import make_dataset
 
 pytestmark = pytest.mark.slow  # each case starts a Python process that imports torch and Lightning
 
@@ -20,7 +20,7 @@ QUICK = ["model=cnn", "finetune=full", "model.image_size=32", "data.batch_size=8
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data"), {0: 14, 1: 12})
+    return make_dataset(tmp_path_factory.mktemp("data"), counts={0: 14, 1: 12}, size=(40, 40), name="{}.png")
 
 
 def start(module: str, *args: str, env: dict | None = None) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 from vehicle_transfer import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))

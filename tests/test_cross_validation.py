@@ -1,13 +1,16 @@
-"""K-fold splits by image content, and a cross-validated training run with the strong recipe's parts."""
+"""K-fold splits by image content, and a cross-validated training run with the strong recipe's parts: of the
+baseline CNN on made-up data (fast), and of the default model on the real data (slow)."""
 
-import csv
 import json
 import random
 from collections import Counter
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
-from tests.conftest import TINY, compose_config
+from tests.helpers.configs import TINY, compose_config
+from tests.helpers.files import read_csv
 from vehicle_transfer.data.split import stratified_group_folds
 from vehicle_transfer.eval import evaluate
 from vehicle_transfer.train import train
@@ -53,14 +56,27 @@ STRONG = [
 ]
 
 
-@pytest.fixture(scope="module")
-def cross_validated(shared_data, tmp_path_factory):
+class CrossValidated(NamedTuple):
+    run_dir: Path
+    metrics: dict
+    data: list[str]  # the data.root override ([]: the real data)
+    options: list[str]  # every override of the run
+
+
+@pytest.fixture(scope="module", params=["made_up_cnn", pytest.param("real", marks=pytest.mark.slow)])
+def cross_validated(request, tmp_path_factory) -> CrossValidated:
+    if request.param == "real":
+        request.getfixturevalue("shared_data")
+        data, model = [], []
+    else:
+        data, model = [f"data.root={request.getfixturevalue('made_up_data').root}"], ["model=cnn"]
+    options = TINY + STRONG + ["data.folds=3", *data, *model]
     run_dir = tmp_path_factory.mktemp("cv")
-    return run_dir, train(compose_config("train", run_dir, TINY + STRONG + ["data.folds=3"]))
+    return CrossValidated(run_dir, train(compose_config("train", run_dir, options)), data, options)
 
 
 def test_cross_validation_fits_every_fold_and_reports_mean_and_std(cross_validated):
-    run_dir, metrics = cross_validated
+    run_dir, metrics, _, _ = cross_validated
     val_names = []
     for fold in range(3):
         fold_dir = run_dir / f"fold_{fold}"
@@ -76,12 +92,12 @@ def test_cross_validation_fits_every_fold_and_reports_mean_and_std(cross_validat
 
 
 def test_out_of_fold_predictions_cover_every_image_once_and_give_each_folds_accuracy(cross_validated):
-    run_dir, metrics = cross_validated
-    rows = list(csv.DictReader(open(run_dir / "oof_predictions.csv")))
+    run_dir, metrics, _, _ = cross_validated
+    rows = read_csv(run_dir / "oof_predictions.csv")
     assert len(rows) == len({r["image_names"] for r in rows}) == 96
     for fold in range(3):
         fold_rows = [r for r in rows if r["fold"] == str(fold)]
-        validated = list(csv.DictReader(open(run_dir / f"fold_{fold}" / "val_split.csv")))
+        validated = read_csv(run_dir / f"fold_{fold}" / "val_split.csv")
         assert [(r["image_names"], r["true_emergency_or_not"]) for r in fold_rows] == [
             (r["image_names"], r["emergency_or_not"]) for r in validated
         ]
@@ -91,8 +107,8 @@ def test_out_of_fold_predictions_cover_every_image_once_and_give_each_folds_accu
 
 
 def test_a_second_run_with_the_same_seed_is_identical(cross_validated, tmp_path):
-    _, metrics = cross_validated
-    again = train(compose_config("train", tmp_path, TINY + STRONG + ["data.folds=3"]))
+    _, metrics, _, options = cross_validated
+    again = train(compose_config("train", tmp_path, options))
     assert again["folds"]["val/acc"] == metrics["folds"]["val/acc"]
     assert again["folds"]["val/loss"] == metrics["folds"]["val/loss"]
 
@@ -100,18 +116,18 @@ def test_a_second_run_with_the_same_seed_is_identical(cross_validated, tmp_path)
 def test_checkpoints_hold_the_averaged_weights_and_train_tests_them(cross_validated, tmp_path):
     import torch
 
-    run_dir, _ = cross_validated
+    run_dir, _, data, _ = cross_validated
     fold = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
     checkpoint = torch.load(fold["best_ckpt"], map_location="cpu", weights_only=False)
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(averaged[k], raw[k]) for k in raw if raw[k].is_floating_point())
     cfg = compose_config(
-        "eval", tmp_path, [f"ckpt_path={fold['best_ckpt']}", "data.subset=96", "trainer.accelerator=cpu"]
+        "eval", tmp_path, [f"ckpt_path={fold['best_ckpt']}", "data.subset=96", "trainer.accelerator=cpu", *data]
     )
     assert evaluate(cfg)["test/loss"] == pytest.approx(fold["test/loss"], abs=1e-6)
 
 
 def test_resume_skips_finished_folds(cross_validated, tmp_path):
-    run_dir, metrics = cross_validated
-    cfg = compose_config("train", run_dir, TINY + STRONG + ["data.folds=3", f"resume={run_dir}"])
+    run_dir, metrics, _, options = cross_validated
+    cfg = compose_config("train", run_dir, [*options, f"resume={run_dir}"])
     assert train(cfg)["folds"]["val/acc"] == metrics["folds"]["val/acc"]

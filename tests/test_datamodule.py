@@ -1,3 +1,7 @@
+"""The datamodule: stratified, seeded splits by image content; data layouts; uint8 batches; csv errors.
+
+Each split test runs on a made-up set with copies (fast) and on the real data (slow): the `labelled` fixture."""
+
 import csv
 import hashlib
 import random
@@ -17,55 +21,74 @@ def split_of(root, **kwargs):
     return dm
 
 
-def test_split_is_stratified_and_deterministic(shared_data):
-    a, b = split_of(shared_data, split_seed=0), split_of(shared_data, split_seed=0)
+def digests(table) -> set[str]:
+    return {hashlib.sha1(p.read_bytes()).hexdigest() for p in table.paths}
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_split_is_stratified_and_deterministic(labelled):
+    a, b = split_of(labelled.root, split_seed=0), split_of(labelled.root, split_seed=0)
     assert a.val_table.names == b.val_table.names
     total, val = Counter(a.table.labels), Counter(a.val_table.labels)
-    assert len(a.train_table) + len(a.val_table) == 1646
+    assert len(a.train_table) + len(a.val_table) == labelled.rows
     for label in (0, 1):  # each class is held out at 10%, within a duplicate group's size
         assert abs(val[label] - 0.1 * total[label]) <= 3
-    assert split_of(shared_data, split_seed=1).val_table.names != a.val_table.names
+    assert split_of(labelled.root, split_seed=1).val_table.names != a.val_table.names
 
 
-def test_identical_images_never_cross_the_split(shared_data):
-    dm = split_of(shared_data)
-    digest = lambda table: {hashlib.sha1(p.read_bytes()).hexdigest() for p in table.paths}
-    assert not digest(dm.train_table) & digest(dm.val_table)
+def test_identical_images_never_cross_the_split(labelled):
+    dm = split_of(labelled.root)
+    assert len(digests(dm.table)) < len(dm.table)  # the data does hold exact copies
+    assert not digests(dm.train_table) & digests(dm.val_table)
 
 
-def test_split_ignores_row_order_and_file_names(shared_data, tmp_path):
+def test_split_ignores_row_order_and_file_names(labelled, tmp_path):
     """The same images under shuffled rows and other names give the same split."""
-    rows = list(csv.DictReader(open(shared_data / "train.csv")))
+    rows = read_rows(labelled.root / "train.csv")
     random.Random(0).shuffle(rows)
     (tmp_path / "images").mkdir()
     renamed = {}
     for i, row in enumerate(rows):
         renamed[row["image_names"]] = f"img_{i:04d}.jpg"
-        (tmp_path / "images" / renamed[row["image_names"]]).symlink_to(shared_data / "images" / row["image_names"])
+        (tmp_path / "images" / renamed[row["image_names"]]).symlink_to(labelled.root / "images" / row["image_names"])
     with open(tmp_path / "emergency_classification.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["image_names", "emergency_or_not"])
         writer.writerows((renamed[r["image_names"]], r["emergency_or_not"]) for r in rows)
-    original, shuffled = split_of(shared_data), split_of(tmp_path)  # also: the course layout is found
+    original, shuffled = split_of(labelled.root), split_of(tmp_path)  # also: the course layout is found
     assert sorted(renamed[n] for n in original.val_table.names) == sorted(shuffled.val_table.names)
 
 
-def test_hackathon_layout_with_train_folder(shared_data, tmp_path):
-    (tmp_path / "train").symlink_to(shared_data / "images")
-    (tmp_path / "train.csv").symlink_to(shared_data / "train.csv")
-    assert len(split_of(tmp_path).table) == 1646
+def test_hackathon_layout_with_train_folder(labelled, tmp_path):
+    (tmp_path / "train").symlink_to(labelled.root / "images")
+    (tmp_path / "train.csv").symlink_to(labelled.root / "train.csv")
+    assert len(split_of(tmp_path).table) == labelled.rows
 
 
-def test_batches_are_uint8_images_at_the_backbone_size(shared_data, tmp_path):
-    dm = CsvImageDataModule(root=str(shared_data), subset=64, image_size=96, batch_size=8, augment="strong")
+def test_batches_are_uint8_images_at_the_backbone_size(labelled, tmp_path):
+    dm = CsvImageDataModule(root=str(labelled.root), subset=64, image_size=96, batch_size=8, augment="strong")
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (8, 3, 96, 96) and images.dtype == torch.uint8
     assert set(labels.tolist()) <= {0, 1}
     dm.save_split(tmp_path)
-    reused = CsvImageDataModule(root=str(shared_data), subset=64, val_split_csv=str(tmp_path / "val_split.csv"))
+    reused = CsvImageDataModule(root=str(labelled.root), subset=64, val_split_csv=str(tmp_path / "val_split.csv"))
     reused.setup("validate")
     assert reused.val_table.names == dm.val_table.names
+
+
+def test_near_duplicates_stay_together_when_enabled(labelled):
+    from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
+
+    dm = split_of(labelled.root, near_duplicate_distance=4)
+    group_of = dict(zip(dm.table.names, near_duplicate_groups([perceptual_hash(p) for p in dm.table.paths], 4)))
+    assert len(set(group_of.values())) < len(digests(dm.table))  # some groups join images of different bytes
+    assert not {group_of[n] for n in dm.train_table.names} & {group_of[n] for n in dm.val_table.names}
+    assert abs(len(dm.val_table) - round(0.1 * labelled.rows)) <= 4  # still about 10% (real data: 165)
 
 
 def write_csv(path, header, rows):
@@ -84,8 +107,8 @@ def write_csv(path, header, rows):
         ([], [], "is empty"),
     ],
 )
-def test_bad_csv_gets_a_clear_error(shared_data, tmp_path, header, rows, message):
-    (tmp_path / "images").symlink_to(shared_data / "images")
+def test_bad_csv_gets_a_clear_error(labelled, tmp_path, header, rows, message):
+    (tmp_path / "images").symlink_to(labelled.root / "images")
     write_csv(tmp_path / "train.csv", header, rows)
     with pytest.raises(DataError, match=re.escape(message)):
         split_of(tmp_path)
@@ -96,22 +119,13 @@ def test_missing_data_folder_says_how_to_fix(tmp_path):
         split_of(tmp_path / "absent")
 
 
-def test_near_duplicates_stay_together_when_enabled(shared_data):
-    from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
-
-    dm = split_of(shared_data, near_duplicate_distance=4)
-    group_of = dict(zip(dm.table.names, near_duplicate_groups([perceptual_hash(p) for p in dm.table.paths], 4)))
-    assert not {group_of[n] for n in dm.train_table.names} & {group_of[n] for n in dm.val_table.names}
-    assert abs(len(dm.val_table) - 165) <= 4  # still about 10%
-
-
-def test_missing_csv_or_image_folder_names_the_option(shared_data, tmp_path):
-    (tmp_path / "images").symlink_to(shared_data / "images")
+def test_missing_csv_or_image_folder_names_the_option(labelled, tmp_path):
+    (tmp_path / "images").symlink_to(labelled.root / "images")
     with pytest.raises(
         DataError, match=re.escape("data.csv_file=auto: none of train.csv, emergency_classification.csv")
     ):
         split_of(tmp_path)
     (tmp_path / "images").unlink()
-    (tmp_path / "train.csv").symlink_to(shared_data / "train.csv")
+    (tmp_path / "train.csv").symlink_to(labelled.root / "train.csv")
     with pytest.raises(DataError, match=re.escape("data.image_dir=auto: none of images, train")):
         split_of(tmp_path)

@@ -1,11 +1,15 @@
-"""Flip test-time augmentation and the mean-probability ensemble of several checkpoints."""
+"""Flip test-time augmentation and the mean-probability ensemble of several checkpoints: of the baseline CNN on
+made-up data (fast), and of the default model on the real data (slow)."""
 
-import csv
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
-from tests.conftest import TINY, compose_config
+from tests.helpers.configs import TINY, compose_config
+from tests.helpers.files import read_csv
+from vehicle_transfer.errors import UserError
 from vehicle_transfer.models.classifier import ImageClassifier
 from vehicle_transfer.predict import predict
 from vehicle_transfer.train import train
@@ -32,11 +36,21 @@ def test_mixing_gives_soft_targets_and_still_learns_from_a_batch():
     assert ((targets > 0) & (targets < 1)).any() and not torch.equal(mixed, images.float())
 
 
-@pytest.fixture(scope="module")
-def two_checkpoints(shared_data, tmp_path_factory):
-    paths = []
+class Checkpoints(NamedTuple):
+    paths: list[Path]  # last.ckpt of two runs with seeds 1 and 2, in <parent>/seed<N>/checkpoints
+    data: list[str]  # the data.root override ([]: the real data)
+
+
+@pytest.fixture(scope="module", params=["made_up_cnn", pytest.param("real", marks=pytest.mark.slow)])
+def two_checkpoints(request, tmp_path_factory) -> Checkpoints:
+    if request.param == "real":
+        request.getfixturevalue("shared_data")
+        data, model = [], []
+    else:
+        data, model = [f"data.root={request.getfixturevalue('made_up_data').root}"], ["model=cnn"]
+    parent, paths = tmp_path_factory.mktemp(f"ensemble_{request.param}"), []
     for seed in (1, 2):
-        run_dir = tmp_path_factory.mktemp(f"seed{seed}")
+        run_dir = parent / f"seed{seed}"
         train(
             compose_config(
                 "train",
@@ -49,11 +63,13 @@ def two_checkpoints(shared_data, tmp_path_factory):
                     "data.subset=64",
                     "model.image_size=64",
                     "test=false",
+                    *data,
+                    *model,
                 ],
             )
         )
         paths.append(run_dir / "checkpoints" / "last.ckpt")
-    return paths
+    return Checkpoints(paths, data)
 
 
 def _predict(tmp_path, ckpt_path: str, *overrides: str) -> list[dict]:
@@ -70,13 +86,14 @@ def _predict(tmp_path, ckpt_path: str, *overrides: str) -> list[dict]:
             *overrides,
         ],
     )
-    return list(csv.DictReader(open(predict(cfg))))
+    return read_csv(predict(cfg))
 
 
 def test_predict_averages_the_probabilities_of_several_checkpoints(two_checkpoints, tmp_path):
-    first, second = (_predict(tmp_path, str(p)) for p in two_checkpoints)
-    both = _predict(tmp_path, f"[{two_checkpoints[0]},{two_checkpoints[1]}]")
-    pattern = _predict(tmp_path, f"{two_checkpoints[0].parents[2]}/seed*/checkpoints/last.ckpt")
+    (one, two), data = two_checkpoints
+    first, second = (_predict(tmp_path, str(p), *data) for p in (one, two))
+    both = _predict(tmp_path, f"[{one},{two}]", *data)
+    pattern = _predict(tmp_path, f"{one.parents[2]}/seed*/checkpoints/last.ckpt", *data)
     assert both == pattern
     for a, b, mean in zip(first, second, both):
         expected = (float(a["prob_emergency"]) + float(b["prob_emergency"])) / 2
@@ -84,8 +101,13 @@ def test_predict_averages_the_probabilities_of_several_checkpoints(two_checkpoin
     assert first != second
 
 
-def test_submission_format_and_missing_checkpoints(two_checkpoints, tmp_path):
-    rows = _predict(tmp_path, str(two_checkpoints[0]), "probabilities=false", "tta_flip=true")
+def test_submission_format(two_checkpoints, tmp_path):
+    (one, _), data = two_checkpoints
+    rows = _predict(tmp_path, str(one), "probabilities=false", "tta_flip=true", *data)
     assert list(rows[0]) == ["image_names", "emergency_or_not"] and len(rows) == 3
-    with pytest.raises(FileNotFoundError, match="matches no file"):
+
+
+def test_missing_checkpoints(tmp_path):
+    """A pattern that matches no checkpoint is refused before any data is read."""
+    with pytest.raises(UserError, match="matches no file"):
         _predict(tmp_path, str(tmp_path / "nowhere" / "fold_*" / "best.ckpt"))

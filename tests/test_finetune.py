@@ -1,19 +1,47 @@
-"""Each strategy trains exactly the parameters it should: checked with a real optimizer step on real images."""
+"""Each strategy trains exactly the parameters it should: checked with a real optimizer step, on a tiny
+EfficientNet of the same layout with made-up images (fast) and on EfficientNet-Lite0 with real images (slow)."""
 
+from typing import NamedTuple
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from tests.helpers.images import blocks
 from vehicle_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
 from vehicle_transfer.data import CsvImageDataModule
 from vehicle_transfer.models.classifier import ImageClassifier
 
 
-@pytest.fixture(scope="module")
-def batch(shared_data):
-    dm = CsvImageDataModule(root=str(shared_data), subset=32, image_size=96, batch_size=16)
-    dm.setup("fit")
-    return next(iter(dm.train_dataloader()))
+class Subject(NamedTuple):
+    backbone: str
+    pretrained: bool
+    image_size: int
+    batch: tuple[torch.Tensor, torch.Tensor]  # uint8 images, labels
+
+    def model(self, **kwargs) -> ImageClassifier:
+        return ImageClassifier(
+            self.backbone,
+            num_classes=2,
+            image_size=self.image_size,
+            pretrained=self.pretrained,
+            scheduler=None,
+            **kwargs,
+        )
+
+
+@pytest.fixture(scope="module", params=["tiny", pytest.param("lite0", marks=pytest.mark.slow)])
+def subject(request) -> Subject:
+    if request.param == "lite0":
+        dm = CsvImageDataModule(
+            root=str(request.getfixturevalue("shared_data")), subset=32, image_size=96, batch_size=16
+        )
+        dm.setup("fit")
+        return Subject("efficientnet_lite0", True, 96, next(iter(dm.train_dataloader())))
+    # timm's test_efficientnet: EfficientNet's stem, blocks, head conv and BatchNorms, with 0.1 M parameters.
+    images = torch.stack([torch.from_numpy(np.array(blocks(i, (64, 64)))).permute(2, 0, 1) for i in range(16)])
+    return Subject("timm/test_efficientnet", False, 64, (images, torch.tensor([0, 1] * 8)))
 
 
 def one_step(model: ImageClassifier, batch) -> dict[str, torch.Tensor]:
@@ -41,13 +69,9 @@ def stage_keys(model, stages) -> set[str]:
     [([], 5, 0.0), ([0], 0, 1.0), ([2], 1, 0.0), ([2], 2, 1.0), ([1, 2, 3], 1, 1 / 3), ([1, 2, 3], 2, 2 / 3)],
     ids=["frozen", "full", "freeze_unfreeze-head", "freeze_unfreeze-all", "gradual-1", "gradual-2"],
 )
-def test_strategy_trains_exactly_its_parameters(batch, unfreeze_at, epoch, top_fraction):
-    model = ImageClassifier(
-        "efficientnet_lite0",
-        num_classes=2,
-        image_size=96,
-        scheduler=None,
-        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1},
+def test_strategy_trains_exactly_its_parameters(subject, unfreeze_at, epoch, top_fraction):
+    model = subject.model(
+        optimizer={"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-2, "weight_decay": 0.1}
     )
     FinetuneSchedule(unfreeze_at).apply(model, epoch)
     stages = backbone_stages(model.backbone)
@@ -56,7 +80,7 @@ def test_strategy_trains_exactly_its_parameters(batch, unfreeze_at, epoch, top_f
     top = stages[len(stages) - len(expected_trainable) :]
     assert {id(s) for s in expected_trainable} == {id(s) for s in top}  # unfrozen from the top
 
-    before = one_step(model, batch)
+    before = one_step(model, subject.batch)
     moved = changed(model, before)
     trainable_keys = stage_keys(model, expected_trainable)
     frozen_keys = {k for k in before if k.startswith("backbone.")} - trainable_keys
@@ -70,8 +94,8 @@ def test_strategy_trains_exactly_its_parameters(batch, unfreeze_at, epoch, top_f
             assert module.training == module.weight.requires_grad
 
 
-def test_parameter_counts_follow_the_schedule(batch):
-    model = ImageClassifier("efficientnet_lite0", num_classes=2, image_size=96, scheduler=None)
+def test_parameter_counts_follow_the_schedule(subject):
+    model = subject.model()
     schedule = FinetuneSchedule([2])
     head = sum(p.numel() for p in model.head.parameters())
     schedule.apply(model, 0)
@@ -80,10 +104,10 @@ def test_parameter_counts_follow_the_schedule(batch):
     assert all(p.requires_grad for p in model.parameters())
 
 
-def test_fixed_bn_statistics_while_bn_weights_train(batch):
-    model = ImageClassifier("efficientnet_lite0", num_classes=2, image_size=96, scheduler=None)
+def test_fixed_bn_statistics_while_bn_weights_train(subject):
+    model = subject.model()
     FinetuneSchedule([0], train_bn_stats=False).apply(model, 0)
-    before = one_step(model, batch)
+    before = one_step(model, subject.batch)
     moved = changed(model, before)
     assert not {k for k in moved if "running_" in k or "num_batches_tracked" in k}
     assert "backbone.bn2.weight" in moved and "backbone.conv_stem.weight" in moved

@@ -1,30 +1,51 @@
-"""A Hydra multirun from the command line puts each job in its own run dir."""
+"""A Hydra multirun puts each job in its own run dir: from the command line on the real data (slow), and in this
+process with the baseline CNN on made-up data (fast)."""
 
 import json
 import subprocess
 import sys
 
-from tests.conftest import SHARED_DATA
+import pytest
+
+from tests.helpers.configs import SHARED_DATA, run_entry_point
+from vehicle_transfer import train as train_module
+
+SWEEP = ["finetune=frozen,full,freeze_unfreeze", "debug=fast_dev_run", "data.subset=48", "model.image_size=64"]
 
 
+def check_jobs(log_dir) -> None:
+    jobs = sorted((log_dir / "train" / "multiruns").glob("*/*/metrics.json"))
+    assert [p.parent.name for p in jobs] == ["0", "1", "2"]
+    strategies = [(p.parent / ".hydra" / "overrides.yaml").read_text() for p in jobs]
+    assert ["frozen" in s for s in strategies][0] and "full" in strategies[1] and "freeze_unfreeze" in strategies[2]
+    assert all("test/acc" in json.loads(p.read_text()) for p in jobs)
+
+
+@pytest.mark.slow  # a subprocess that imports torch, on the real data
 def test_finetune_sweep_runs_each_job_in_its_own_dir(tmp_path):
     command = [
         sys.executable,
         "-m",
         "vehicle_transfer.train",
         "-m",
-        "finetune=frozen,full,freeze_unfreeze",
-        "debug=fast_dev_run",
-        "data.subset=48",
-        "model.image_size=64",
+        *SWEEP,
         "data.batch_size=8",
         f"data.root={SHARED_DATA}",
         f"paths.log_dir={tmp_path}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    jobs = sorted((tmp_path / "train" / "multiruns").glob("*/*/metrics.json"))
-    assert [p.parent.name for p in jobs] == ["0", "1", "2"]
-    strategies = [(p.parent / ".hydra" / "overrides.yaml").read_text() for p in jobs]
-    assert ["frozen" in s for s in strategies][0] and "full" in strategies[1] and "freeze_unfreeze" in strategies[2]
-    assert all("test/acc" in json.loads(p.read_text()) for p in jobs)
+    check_jobs(tmp_path)
+
+
+def test_in_process_finetune_sweep_runs_each_job_in_its_own_dir(made_up_data, tmp_path):
+    run_entry_point(
+        train_module.main,
+        "-m",
+        *SWEEP,
+        "model=cnn",
+        "data.batch_size=8",
+        f"data.root={made_up_data.root}",
+        f"paths.log_dir={tmp_path}",
+    )
+    check_jobs(tmp_path)

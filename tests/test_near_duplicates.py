@@ -1,4 +1,4 @@
-"""Near-duplicate detection on the real emergency-vehicle images."""
+"""Near-duplicate detection on made-up photos (fast) and on the real emergency-vehicle images (slow)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import SHARED_DATA
+from tests.helpers.configs import SHARED_DATA
+from tests.helpers.images import blocks
 from vehicle_transfer.data.near_duplicates import hamming_distances, near_duplicate_groups, perceptual_hash
 
 
@@ -30,8 +31,19 @@ def train_images(shared_data: Path) -> list[Path]:
     return [shared_data / "images" / name for name in _names("train.csv")]
 
 
-def test_reencoded_copy_is_a_near_duplicate_and_other_photos_are_not(train_images, tmp_path):
-    original = train_images[0]
+@pytest.fixture(scope="module", params=["made_up", pytest.param("real", marks=pytest.mark.slow)])
+def photos(request, tmp_path_factory) -> list[Path]:
+    """224 x 224 JPEGs: 24 of coloured blocks, or the real training images (slow)."""
+    if request.param == "real":
+        return request.getfixturevalue("train_images")
+    folder = tmp_path_factory.mktemp("photos")
+    for index in range(24):
+        blocks(index, (224, 224)).save(folder / f"{index}.jpg", quality=95)
+    return [folder / f"{index}.jpg" for index in range(24)]
+
+
+def test_reencoded_copy_is_a_near_duplicate_and_other_photos_are_not(photos, tmp_path):
+    original = photos[0]
     copy = tmp_path / "copy.jpg"
     with Image.open(original) as image:
         image.convert("RGB").resize((200, 200), Image.BICUBIC).save(copy, quality=60)
@@ -40,8 +52,8 @@ def test_reencoded_copy_is_a_near_duplicate_and_other_photos_are_not(train_image
     h_original, h_copy = perceptual_hash(original), perceptual_hash(copy)
     assert _distance(h_original, h_copy) <= 4
 
-    # A clearly different real photo: the first (in csv order) more than 10 bits away.
-    other = next(p for p in train_images[1:] if _distance(perceptual_hash(p), h_original) > 10)
+    # A clearly different photo: the first (in csv order) more than 10 bits away.
+    other = next(p for p in photos[1:] if _distance(perceptual_hash(p), h_original) > 10)
     h_other = perceptual_hash(other)
     assert _distance(h_other, h_original) > 10
 
@@ -57,8 +69,8 @@ def test_reencoded_copy_is_a_near_duplicate_and_other_photos_are_not(train_image
     ]
 
 
-def test_colour_modes_and_16_bit_hash_like_the_rgb_original(train_images, tmp_path):
-    original = train_images[0]
+def test_colour_modes_and_16_bit_hash_like_the_rgb_original(photos, tmp_path):
+    original = photos[0]
     with Image.open(original) as image:
         rgb = image.convert("RGB")
     gray = rgb.convert("L")
@@ -90,6 +102,7 @@ def test_colour_modes_and_16_bit_hash_like_the_rgb_original(train_images, tmp_pa
     assert _distance(perceptual_hash(as_int32), h_rgb) <= 6
 
 
+@pytest.mark.slow
 def test_whole_train_set_exact_copies_share_a_group(train_images):
     assert len(train_images) == 1646
     start = time.perf_counter()

@@ -11,41 +11,23 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose_config
-from tests.helpers.images import blocks
+from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.images import make_dataset
 from vehicle_transfer.errors import UserError
 from vehicle_transfer.files import write_json
 from vehicle_transfer.runs.failures import user_error
 from vehicle_transfer.runs.run_dirs import claim_new_dir
 from vehicle_transfer.train import train
 
-# The baseline CNN on 32 px images: a real fit in about a second.
-QUICK = [
-    "model=cnn",
-    "finetune=full",
-    "model.image_size=32",
-    "data.batch_size=8",
-    "trainer.max_epochs=1",
-    "trainer.accelerator=cpu",
-    "~logger",
-    "callbacks.lr_monitor=null",
-]
 
-
-def make_dataset(root: Path, counts: dict[int, int]) -> Path:
-    """A train.csv + images/ with `counts[label]` distinct synthetic images per class index."""
-    (root / "images").mkdir(parents=True)
-    labels = [label for label, n in counts.items() for _ in range(n)]
-    for index in range(len(labels)):
-        blocks(index, (40, 40)).save(root / "images" / f"{index}.png")
-    rows = "".join(f"{i}.png,{label}\n" for i, label in enumerate(labels))
-    (root / "train.csv").write_text("image_names,emergency_or_not\n" + rows)
-    return root
+def made_up(root: Path, counts: dict[int, int]) -> Path:
+    """A train.csv + images/ with `counts[label]` distinct 40 x 40 PNGs per class index."""
+    return make_dataset(root, counts=counts, size=(40, 40), name="{}.png")
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("data"), {0: 12, 1: 10})
+    return made_up(tmp_path_factory.mktemp("data"), {0: 12, 1: 10})
 
 
 def run(tmp_path: Path, data: Path, *overrides: str) -> dict:
@@ -109,7 +91,7 @@ def test_resume_without_a_finished_epoch_says_there_is_nothing_to_resume(tmp_pat
     ],
 )
 def test_meaningless_runs_are_refused_before_training(tmp_path, counts, overrides, message):
-    root = make_dataset(tmp_path / "data", counts)
+    root = made_up(tmp_path / "data", counts)
     with pytest.raises(Exception) as refused:  # noqa: B017 (Hydra wraps what a constructor raises)
         run(tmp_path / "run", root, *overrides)
     assert isinstance(user_error(refused.value), UserError) and message in str(user_error(refused.value))

@@ -157,6 +157,7 @@ def test_a_source_inside_the_target_is_refused(prepared, capsys):
     assert snapshot(prepared) == before
 
 
+@pytest.mark.slow  # the script's process imports torch (through vehicle_transfer.data)
 def test_the_script_exits_1_with_one_line_and_no_traceback(prepared, tmp_path):
     bad = _zip_without_csv(tmp_path)
     before = snapshot(prepared)

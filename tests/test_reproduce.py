@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.helpers.configs import SHARED_DATA
 from vehicle_transfer import PROJECT_ROOT
 from vehicle_transfer.runs.environment import git_commit
 

@@ -1,10 +1,11 @@
-"""freeze_unfreeze interrupted after the unfreeze epoch resumes with the right state and ends as an uninterrupted run."""
+"""freeze_unfreeze interrupted after the unfreeze epoch resumes with the right state and ends as an uninterrupted
+run: a tiny EfficientNet on made-up data (fast), and the default model on the real data (slow)."""
 
 import lightning as L
 import pytest
 import torch
 
-from tests.conftest import TINY, compose_config
+from tests.helpers.configs import TINY, compose_config
 from vehicle_transfer.train import train
 
 RUN = TINY + ["data.subset=96", "finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "trainer.max_epochs=3"]
@@ -38,12 +39,20 @@ class CheckResumedState(L.Callback):
             self.done = True
 
 
-def test_resume_after_unfreeze_continues_exactly(shared_data, tmp_path):
-    uninterrupted = train(compose_config("train", tmp_path / "a", RUN))
+@pytest.mark.parametrize("data", ["made_up_tiny_efficientnet", pytest.param("real", marks=pytest.mark.slow)])
+def test_resume_after_unfreeze_continues_exactly(tmp_path, data, request):
+    if data == "real":
+        request.getfixturevalue("shared_data")
+        run = RUN
+    else:  # timm's test_efficientnet: EfficientNet's layout (and plenty of parameters to carry Adam state), tiny
+        root = request.getfixturevalue("made_up_data").root
+        tiny = ["model.backbone=timm/test_efficientnet", "model.pretrained=false", "model.image_size=32"]
+        run = [*RUN, *tiny, f"data.root={root}"]
+    uninterrupted = train(compose_config("train", tmp_path / "a", run))
 
     crash = ["+callbacks.stop._target_=tests.test_resume.StopAtEpoch", "+callbacks.stop.epoch=2"]
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train(compose_config("train", tmp_path / "b", RUN + crash))
+        train(compose_config("train", tmp_path / "b", run + crash))
     last = tmp_path / "b" / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=False)
     assert saved["epoch"] == 1
@@ -52,7 +61,7 @@ def test_resume_after_unfreeze_continues_exactly(shared_data, tmp_path):
         "+callbacks.probe._target_=tests.test_resume.CheckResumedState",
         f"+callbacks.probe.out={tmp_path}/probe.pt",
     ]
-    resumed = train(compose_config("train", tmp_path / "c", RUN + probe + [f"ckpt_path={last}"]))
+    resumed = train(compose_config("train", tmp_path / "c", run + probe + [f"ckpt_path={last}"]))
     seen = torch.load(tmp_path / "probe.pt", weights_only=False)
     assert seen["epoch"] == 2 and seen["backbone_trainable"], "resume re-froze the backbone"
     restored, expected = seen["optimizer"]["state"], saved["optimizer_states"][0]["state"]

@@ -1,1 +1,3 @@
-"""Reusable makers of test inputs (synthetic images and data sets) that need neither ../shared nor a network."""
+"""Test helpers, imported by the tests (conftest.py holds only fixtures and process-wide setup): made-up images and
+data sets (images.py), configs as the entry points compose them and where the real data lives (configs.py), reading
+what runs write (files.py). None of them needs ../shared or a network."""

@@ -7,6 +7,7 @@ perceptual hashes) per index, reproducible across runs, and no two rotations of 
 from __future__ import annotations
 
 import csv
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -39,15 +40,24 @@ def as_displayed(image: Image.Image, orientation: int) -> Image.Image:
 
 
 def make_dataset(
-    root: Path, count: int = 8, size: tuple[int, int] = (48, 32), csv_name: str = "train.csv", image_dir: str = "images"
+    root: Path,
+    count: int = 8,
+    size: tuple[int, int] = (48, 32),
+    csv_name: str = "train.csv",
+    image_dir: str = "images",
+    counts: dict[int, int] | None = None,
+    name: str = "img_{:03d}.jpg",
 ) -> Path:
-    """`root` with a csv (image_names, emergency_or_not: classes alternating) and `count` distinct JPEGs."""
+    """`root` with a csv (image_names, emergency_or_not) and distinct images named `name` by index (img_000.jpg
+    ..., saved in the format of the suffix): `count` of them, classes alternating, or per `counts` ({label: n}) n
+    images of each label, label by label."""
+    labels = [label for label, n in counts.items() for _ in range(n)] if counts else [i % 2 for i in range(count)]
     (root / image_dir).mkdir(parents=True)
     rows = []
-    for index in range(count):
-        name = f"img_{index:03d}.jpg"
-        blocks(index, size).save(root / image_dir / name, quality=95)
-        rows.append((name, index % 2))
+    for index, label in enumerate(labels):
+        file_name = name.format(index)
+        blocks(index, size).save(root / image_dir / file_name, quality=95)
+        rows.append((file_name, label))
     with open(root / csv_name, "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("image_names", "emergency_or_not"), *rows])
     return root
@@ -66,3 +76,23 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` (followed through a link) by relative path, with its bytes."""
     root = folder.resolve()
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def add_copies(root: Path, names: list[str], prefix: str, quality: int | None = None) -> list[str]:
+    """Each of `names` (in root/images, listed in root/train.csv) once more as `prefix` + name with its label, appended
+    to the csv: byte for byte, or re-encoded as a JPEG at `quality` (other bytes, the same picture). Returns the new
+    names."""
+    with open(root / "train.csv", newline="", encoding="utf-8") as handle:
+        label_of = {row["image_names"]: row["emergency_or_not"] for row in csv.DictReader(handle)}
+    copies = []
+    for name in names:
+        copy = prefix + name
+        if quality is None:
+            shutil.copyfile(root / "images" / name, root / "images" / copy)
+        else:
+            with Image.open(root / "images" / name) as image:
+                image.convert("RGB").save(root / "images" / copy, format="JPEG", quality=quality)
+        copies.append(copy)
+    with open(root / "train.csv", "a", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows((copy, label_of[name]) for copy, name in zip(copies, names))
+    return copies
