@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.images import make_dataset
+from vehicle_transfer.data import CsvImageDataModule
 from vehicle_transfer.errors import UserError
 from vehicle_transfer.files import write_json
 from vehicle_transfer.runs.failures import user_error
@@ -61,6 +63,21 @@ def test_resume_without_a_finished_epoch_says_there_is_nothing_to_resume(tmp_pat
     (tmp_path / "config.yaml").write_text("seed: 1\n")
     with pytest.raises(UserError, match="no epoch of that run finished"):
         run(tmp_path, data, f"resume={tmp_path}")
+
+
+def test_a_moved_run_dir_resumes_where_it_now_is(tmp_path, data):
+    first = run(tmp_path / "a", data, "trainer.max_epochs=2")
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    (tmp_path / "b" / "metrics.json").unlink()  # as a kill after the last checkpoint leaves it
+    resumed = run(tmp_path / "b", data, "trainer.max_epochs=2", f"resume={tmp_path / 'b'}")
+    assert resumed["epochs"] == first["epochs"] and resumed["test/acc"] == first["test/acc"]
+    assert (tmp_path / "b" / "metrics.json").is_file()
+
+
+def test_a_missing_prediction_source_names_both_places_looked(tmp_path, data):
+    datamodule = CsvImageDataModule(root=str(data), predict_source="nope.csv")
+    with pytest.raises(UserError, match=r"source=nope.csv: found neither in data.root"):
+        datamodule.setup("predict")
 
 
 @pytest.mark.parametrize(

@@ -95,10 +95,15 @@ class CsvImageDataModule(L.LightningDataModule):
     def _image_dir(self) -> Path:
         return find_in_root(self.root, self.hparams.image_dir, "data.image_dir")
 
-    def _csv_path(self, path: str) -> Path:
-        """A csv given relative to the data root (test.csv) or to the project root."""
-        in_root = self.root / path
-        return in_root if in_root.is_file() else from_project_root(path)
+    def _csv_path(self, path: str, option: str) -> Path:
+        """A csv (or folder) given relative to the data root (test.csv) or to the project root, or absolute."""
+        for candidate in (self.root / path, from_project_root(path)):
+            if candidate.exists():
+                return candidate
+        raise DataError(
+            f"{option}={path}: found neither in data.root ({self.root}) nor from the project root "
+            f"({from_project_root(path)}); give an existing csv (or folder), or an absolute path."
+        )
 
     def _cached_hashes(self, table: ImageTable, hash_fn) -> list:
         """Each file is read once per kind of hash, however many subsets and splits ask."""
@@ -186,10 +191,11 @@ class CsvImageDataModule(L.LightningDataModule):
 
     def _labelled_csv(self, path: str) -> ImageTable:
         hp = self.hparams
-        return read_table(self._csv_path(path), self._image_dir(), hp.name_column, hp.label_column, self.class_names)
+        csv_path = self._csv_path(path, "data.test_csv")
+        return read_table(csv_path, self._image_dir(), hp.name_column, hp.label_column, self.class_names)
 
     def _predict_source(self) -> ImageTable:
-        source = self._csv_path(self.hparams.predict_source)
+        source = self._csv_path(self.hparams.predict_source, "source")
         if source.is_dir():
             return folder_table(source)
         return read_table(source, self._image_dir(), self.hparams.name_column, None, self.class_names)

@@ -55,6 +55,10 @@ def require_same_config(saved_path: Path, cfg: DictConfig) -> None:
         raise UserError(f"resume={cfg.resume}: {saved_path} does not exist; is this a run dir of train?")
     saved = _flatten(OmegaConf.to_container(OmegaConf.load(saved_path)))
     current = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    # A run dir that was moved or copied resumes where it now is: paths inside it are compared relative to it.
+    moved_from, moved_to = saved.get("paths.output_dir"), current.get("paths.output_dir")
+    if isinstance(moved_from, str) and isinstance(moved_to, str):
+        saved = {k: v.replace(moved_from, moved_to) if isinstance(v, str) else v for k, v in saved.items()}
     differ = sorted(
         k for k in saved.keys() | current.keys() if k not in ("resume", "ckpt_path") and saved.get(k) != current.get(k)
     )
