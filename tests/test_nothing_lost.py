@@ -112,7 +112,7 @@ def test_meaningless_runs_are_refused_before_training(tmp_path, counts, override
     with pytest.raises(Exception) as refused:  # noqa: B017 (Hydra wraps what a constructor raises)
         run(tmp_path / "run", root, *overrides)
     assert isinstance(user_error(refused.value), UserError) and message in str(user_error(refused.value))
-    assert not (tmp_path / "run" / "checkpoints").exists()
+    assert not (tmp_path / "run" / "checkpoints").exists() and not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_val_fraction_zero_trains_on_every_image_without_validation(tmp_path, data):

@@ -62,8 +62,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_checkpoint(cfg, output_dir, restart)
     refuse_meaningless(cfg)
-    write_atomically(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(output_dir / ENVIRONMENT_FILE, environment())
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)  # the run's config, as resume compares it
     seed_run(cfg)
     datamodule = instantiate(cfg.data)
     datamodule.check_split()  # every class on both sides, before anything trains
@@ -78,6 +77,9 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         first_callbacks=[instantiate(cfg.finetune.callback)],
         **({} if datamodule.validates else {"limit_val_batches": 0, "num_sanity_val_steps": 0}),
     )
+    # Written once nothing was refused: a refused run leaves no dir that looks like a run's.
+    write_atomically(output_dir / CONFIG_FILE, resolved)
+    write_json(output_dir / ENVIRONMENT_FILE, environment())
     datamodule.save_split(output_dir)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
