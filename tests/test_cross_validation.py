@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.configs import TINY, compose_config
 from tests.helpers.files import read_csv
+from tests.helpers.tensorboard import sessions
 from vehicle_transfer.data.split import stratified_group_folds
 from vehicle_transfer.eval import evaluate
 from vehicle_transfer.train import train
@@ -131,3 +132,13 @@ def test_resume_skips_finished_folds(cross_validated, tmp_path):
     run_dir, metrics, _, options = cross_validated
     cfg = compose_config("train", run_dir, [*options, f"resume={run_dir}"])
     assert train(cfg)["folds"]["val/acc"] == metrics["folds"]["val/acc"]
+
+
+def test_tensorboard_holds_a_session_per_fold_and_one_for_the_mean(cross_validated):
+    run_dir, metrics, _, _ = cross_validated
+    by_fold = {s.hparams["fold"]: s for s in sessions(run_dir)}
+    assert set(by_fold) == {"0", "1", "2", "mean"}
+    assert by_fold["mean"].run == run_dir / "tensorboard"
+    for tag in ("val/acc_best", "val/loss", "test/acc"):
+        assert by_fold["mean"].metrics[tag] == pytest.approx(metrics[tag], abs=1e-6)
+        assert [by_fold[str(f)].metrics[tag] for f in range(3)] == pytest.approx(metrics["folds"][tag], abs=1e-6)

@@ -56,7 +56,7 @@ class CsvImageDataModule(L.LightningDataModule):
     ):
         super().__init__()
         class_names = list(class_names)  # plain types only: checkpoints are loaded with weights_only=True
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # see runs/hparams.py
         self.class_names = class_names
         self.root = from_project_root(root)
         self.seed = seed if seed is not None else int(torch.randint(2**31, ()).item())

@@ -51,7 +51,7 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         optimizer = _plain(optimizer) or DEFAULT_OPTIMIZER
         scheduler, lr_phase_epochs = _plain(scheduler), list(lr_phase_epochs or [])
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # the run's HPARAMS session is written at its end (runs/hparams.py)
         built = build_backbone(backbone, pretrained, image_size, weights_path)
         self.backbone = built.features
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(built.num_features, num_classes))
@@ -191,11 +191,15 @@ class ImageClassifier(L.LightningModule):
         """Every parameter is in a group from the start, frozen or not: freezing only toggles
         requires_grad, so optimizer state and LR schedules survive unfreezing and resuming."""
         groups = []
-        for part, scale in ((self.backbone, self.hparams.backbone_lr_factor), (self.head, 1.0)):
+        for name, part, scale in (
+            ("backbone", self.backbone, self.hparams.backbone_lr_factor),
+            ("head", self.head, 1.0),
+        ):
             params = list(part.parameters())
-            # No weight decay on biases and normalisation weights.
-            groups.append({"params": [p for p in params if p.ndim > 1], "lr_scale": scale})
-            groups.append({"params": [p for p in params if p.ndim <= 1], "lr_scale": scale, "weight_decay": 0.0})
+            # No weight decay on biases and normalisation weights. Names label the LR curves (lr-AdamW/head ...).
+            groups.append({"name": name, "params": [p for p in params if p.ndim > 1], "lr_scale": scale})
+            no_decay = [p for p in params if p.ndim <= 1]
+            groups.append({"name": f"{name}_no_decay", "params": no_decay, "lr_scale": scale, "weight_decay": 0.0})
         optimizer = _configured("model.optimizer", self.hparams.optimizer, [g for g in groups if g["params"]])
         for group in optimizer.param_groups:
             group["lr"] *= group["lr_scale"]

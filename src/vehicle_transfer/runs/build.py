@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig
 
 from vehicle_transfer.runs.checkpoints import AtomicCheckpointIO
@@ -18,11 +19,14 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **ove
     """`first_callbacks` run before the configured ones (the finetune schedule: others then see its state);
     `overrides` replace trainer options of the config."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
     return instantiate(
         cfg.trainer,
         callbacks=list(first_callbacks) + callbacks,
-        logger=loggers or False,
+        logger=build_loggers(cfg) or False,
         plugins=[AtomicCheckpointIO()],
         **overrides,
     )
+
+
+def build_loggers(cfg: DictConfig) -> list[Logger]:
+    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]

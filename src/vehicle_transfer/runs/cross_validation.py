@@ -15,8 +15,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vehicle_transfer.files import write_atomically, write_csv, write_json
+from vehicle_transfer.runs.build import build_loggers
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.fitting import fit, refuse_meaningless
+from vehicle_transfer.runs.hparams import record_session
 from vehicle_transfer.runs.outputs import TEST_PREDICTIONS_FILE, write_metrics
 from vehicle_transfer.runs.resume import CONFIG_FILE, LAST_CHECKPOINT, completed, require_same_config
 
@@ -54,6 +56,7 @@ def cross_validate(cfg: DictConfig) -> dict:
         results.append(fit(fold_cfg, restart=restart))
     pool_fold_predictions(output_dir, cfg.data.folds)
     metrics = summarise_folds(results)
+    record_session(build_loggers(cfg), cfg, metrics, step=0, fold="mean")
     metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
     write_metrics(output_dir, metrics)
     return metrics

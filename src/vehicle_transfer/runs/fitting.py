@@ -15,6 +15,7 @@ from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.files import write_atomically, write_json
 from vehicle_transfer.runs.build import build_trainer, seed_run
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
+from vehicle_transfer.runs.hparams import record_session
 from vehicle_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
 from vehicle_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
 
@@ -98,6 +99,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         "device": device_name(trainer),
         "wall_time_s": round(time.perf_counter() - start, 1),
     }
+    record_session(trainer.loggers, cfg, metrics, step=trainer.global_step)
     write_metrics(output_dir, metrics)
     return metrics
 

@@ -1,0 +1,69 @@
+"""A run's HPARAMS session: the settings that decide its result beside its final metrics, so every job of a sweep,
+a search or a cross-validation is one row of TensorBoard's HPARAMS table (`tensorboard --logdir <sweep dir>`).
+
+Lightning would log the module's constructor arguments at the start with no metrics (or a placeholder hp_metric);
+the module and datamodule opt out of that (`save_hyperparameters(logger=False)`) and the session is written here,
+once the final metrics exist.
+"""
+
+from __future__ import annotations
+
+import math
+
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
+from omegaconf import DictConfig
+
+# The metrics of a session; test/acc only where the run was tested.
+SESSION_METRICS = ("val/acc_best", "val/acc", "val/loss", "test/acc")
+
+
+def finetune_strategy(unfreeze_at_epochs) -> str:
+    """The strategy's name from its schedule (configs/finetune/*.yaml are all one rule with other epochs)."""
+    epochs = list(unfreeze_at_epochs or [])
+    if not epochs:
+        return "frozen"
+    if epochs == [0]:
+        return "full"
+    return "freeze_unfreeze" if len(epochs) == 1 else "gradual"
+
+
+def run_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
+    """The settings that decide a result, as scalar values TensorBoard can sort and filter by."""
+    model, data, finetune = cfg.model, cfg.data, cfg.get("finetune") or {}
+    optimizer = model.get("optimizer") or {}
+    ema = (cfg.get("callbacks") or {}).get("ema")
+    unfreeze = list(finetune.get("unfreeze_at_epochs") or [])
+    fold = data.get("fold")
+    return {
+        "backbone": str(model.backbone),
+        "finetune": finetune_strategy(unfreeze),
+        "unfreeze_at_epochs": ",".join(map(str, unfreeze)) or "never",
+        "lr": float(optimizer.get("lr", math.nan)),
+        "backbone_lr_factor": float(model.get("backbone_lr_factor", 1.0)),
+        "weight_decay": float(optimizer.get("weight_decay", math.nan)),
+        "batch_size": int(data.batch_size),
+        "image_size": int(model.image_size),
+        "augment": str(data.augment),
+        "label_smoothing": float(model.get("label_smoothing", 0.0)),
+        "mixup_alpha": float(model.get("mixup_alpha", 0.0)),
+        "cutmix_alpha": float(model.get("cutmix_alpha", 0.0)),
+        "ema_decay": float(ema.decay) if ema is not None else 0.0,
+        "tta_flip": bool(model.get("tta_flip", False)),
+        "max_epochs": int(cfg.trainer.get("max_epochs") or 0),
+        "seed": "none" if cfg.get("seed") is None else int(cfg.seed),
+        "fold": "none" if fold is None else str(fold),
+    }
+
+
+def record_session(loggers: list[Logger], cfg: DictConfig, metrics: dict, step: int, fold: str | None = None) -> None:
+    """Write the session into each TensorBoard logger's run (its metrics at `step`, the run's last: earlier points
+    stay in order); other loggers get the settings alone (their own hparams record, e.g. CSVLogger's hparams.yaml).
+    `fold` overrides the fold hparam (a cross-validation's mean session says "mean")."""
+    params = run_hparams(cfg) | ({"fold": fold} if fold is not None else {})
+    values = {k: float(metrics[k]) for k in SESSION_METRICS if isinstance(metrics.get(k), (int, float))}
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            # run_name="." puts the session in the logger's own run dir, beside the curves it summarises.
+            logger.experiment.add_hparams(params, values, run_name=".", global_step=step)
+        else:
+            logger.log_hyperparams(params)

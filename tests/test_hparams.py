@@ -1,0 +1,52 @@
+"""The HPARAMS session a run leaves in TensorBoard: its settings and its real final metrics, no placeholder."""
+
+import json
+
+import pytest
+
+from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.tensorboard import load, runs, sessions
+from vehicle_transfer.runs.hparams import finetune_strategy
+from vehicle_transfer.train import train
+
+LOGGED = [o for o in QUICK if o not in ("~logger", "callbacks.lr_monitor=null")] + [
+    "logger=tensorboard",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(scope="module")
+def logged_run(made_up_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("logged")
+    train(compose_config("train", run_dir, [*LOGGED, f"data.root={made_up_data.root}", "model.optimizer.lr=0.003"]))
+    return run_dir
+
+
+def test_the_session_holds_the_settings_and_the_metrics_of_metrics_json(logged_run):
+    on_disk = json.loads((logged_run / "metrics.json").read_text())
+    (session,) = sessions(logged_run)
+    assert session.run == logged_run / "tensorboard"  # beside the curves it summarises
+    assert session.hparams["backbone"] == "cnn" and session.hparams["finetune"] == "full"
+    assert session.hparams["lr"] == pytest.approx(0.003) and session.hparams["max_epochs"] == 2
+    assert session.hparams["fold"] == "none" and session.hparams["augment"] == "light"
+    assert set(session.metrics) == {"val/acc_best", "val/acc", "val/loss", "test/acc"}
+    for tag, value in session.metrics.items():
+        assert value == pytest.approx(on_disk[tag], abs=1e-6), tag
+
+
+def test_no_placeholder_metric_and_learning_rates_per_named_group_and_step(logged_run):
+    (run,) = runs(logged_run)
+    tags = load(run).Tags()["scalars"]
+    assert not [t for t in tags if "hp_metric" in t]
+    assert {"lr-AdamW/backbone", "lr-AdamW/head", "lr-AdamW/head_no_decay"} <= set(tags)
+    steps = [s.step for s in load(run).Scalars("lr-AdamW/head")]
+    epochs = json.loads((logged_run / "metrics.json").read_text())["epochs"]
+    assert len(steps) > epochs + 1  # per step: the warm-up and cosine shape, not one point per epoch
+
+
+@pytest.mark.parametrize(
+    ("epochs", "name"), [([], "frozen"), ([0], "full"), ([2], "freeze_unfreeze"), ([1, 2, 3], "gradual")]
+)
+def test_the_strategy_is_named_from_its_schedule(epochs, name):
+    assert finetune_strategy(epochs) == name
