@@ -135,7 +135,7 @@ def result_row(row: dict, run_dir: Path, commit: str) -> dict:
 
 
 def job_error(run_dir: Path) -> str:
-    """The failed job's error on one line, as the tolerant launcher summarised it."""
+    """The failed job's error on one line, as the sweep's summary (vehicle_transfer.sweeps.summary) has it."""
     summary = run_dir / "summary.json"
     if not summary.is_file():
         return "no metrics.json and no summary.json (the job did not start)"

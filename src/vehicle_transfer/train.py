@@ -13,13 +13,18 @@ from pathlib import Path
 import hydra
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
+from optuna import TrialPruned
 
 from vehicle_transfer import CONFIG_DIR
+from vehicle_transfer.console.config_tree import print_config_tree
+from vehicle_transfer.console.summary import print_summary
 from vehicle_transfer.cpu_memory import keep_freed_memory
 from vehicle_transfer.runs.cross_validation import cross_validate
 from vehicle_transfer.runs.failures import report_user_errors, user_error
 from vehicle_transfer.runs.fitting import fit
+from vehicle_transfer.runs.lr_find import with_found_lr
 from vehicle_transfer.runs.resume import completed, resumable
+from vehicle_transfer.sweeps.objective import check_objective, objective_value
 
 log = logging.getLogger(__name__)
 # Frozen BatchNorm layers are in eval mode on purpose (see ImageClassifier.train).
@@ -32,6 +37,9 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resume") and (done := completed(Path(cfg.paths.output_dir))) is not None:
         log.info("%s is complete (its metrics.json exists): nothing to resume", cfg.paths.output_dir)
         return done
+    cfg = with_found_lr(cfg)
+    if cfg is None:  # lr_finder.then=stop: the suggestion, in lr_find.json, is the result
+        return {}
     if cfg.data.get("folds") and cfg.data.get("fold") is None:
         return cross_validate(cfg)
     return fit(cfg)
@@ -42,16 +50,25 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("keep_freed_memory"):
         keep_freed_memory()
+    check_objective(cfg)
+    print_config_tree(cfg)
     try:
         metrics = train(cfg)
     except SIGTERMException:  # Lightning stops at the next batch, as a SystemExit with status 0: say so, fail
         log.error("terminated (SIGTERM). %s", resume_hint(cfg))
+        print_summary(cfg, None, resume_hint(cfg))
         raise SystemExit(128 + signal.SIGTERM) from None
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C: Lightning turns it into exit status 1 once it has stopped
+        print_summary(cfg, None, resume_hint(cfg))
+        raise
+    except TrialPruned:  # an Optuna search stopped this trial on purpose: not a failure to resume
+        raise
     except Exception as error:
         if user_error(error) is None and resumable(Path(cfg.paths.output_dir)):
             log.error("the run failed. %s", resume_hint(cfg))
         raise
-    return metrics.get(cfg.get("optimized_metric"))  # what a Hydra sweeper optimises
+    print_summary(cfg, metrics)
+    return objective_value(cfg, metrics)  # what a Hydra sweeper optimises
 
 
 def resume_hint(cfg: DictConfig) -> str:

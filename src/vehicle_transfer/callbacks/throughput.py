@@ -1,4 +1,8 @@
-"""Training images per second over a fit: time spent in training batches and loading them, not in validation."""
+"""Training images per second: time spent in training batches and loading them, not in validation.
+
+The one source of the figure: metrics.json gets the whole fit's (train/images_per_s), the console's progress bars
+show the current epoch's (`current_images_per_s`), which moves when the backbone unfreezes.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +14,31 @@ import lightning as L
 class TrainThroughput(L.Callback):
     def __init__(self):
         self.images, self.seconds, self._last = 0, 0.0, 0.0
+        self.epoch_images, self.epoch_seconds = 0, 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._last = time.perf_counter()
+        self.epoch_images, self.epoch_seconds = 0, 0.0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         now = time.perf_counter()
-        self.images += len(batch[1])
-        self.seconds += now - self._last
+        images, seconds = len(batch[1]), now - self._last
+        self.images += images
+        self.seconds += seconds
+        self.epoch_images += images
+        self.epoch_seconds += seconds
         self._last = now
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.seconds > 0:
             pl_module.log("train/images_per_s", self.images / self.seconds)
+
+    @property
+    def epoch_images_per_s(self) -> float | None:
+        return self.epoch_images / self.epoch_seconds if self.epoch_seconds > 0 else None
+
+
+def current_images_per_s(trainer: L.Trainer) -> float | None:
+    """This epoch's training images per second so far, from the trainer's TrainThroughput (None without one)."""
+    meter = next((c for c in trainer.callbacks if isinstance(c, TrainThroughput)), None)
+    return meter.epoch_images_per_s if meter is not None else None
