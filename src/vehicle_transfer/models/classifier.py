@@ -13,7 +13,6 @@ from torch import nn
 from torchmetrics import AUROC, Accuracy, ConfusionMatrix, F1Score, MaxMetric, MetricCollection
 from torchvision.transforms import v2
 
-from vehicle_transfer import markdown
 from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.models.backbones import build_backbone
 
@@ -118,10 +117,12 @@ class ImageClassifier(L.LightningModule):
         mirrored = self(images.flip(-1)).float().log_softmax(dim=1)
         return torch.logaddexp(log_probs, mirrored) - math.log(2)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
+        """The loss, and for callbacks (the pictures) what the model received and gave back: its inputs (after
+        MixUp/CutMix), their targets (soft when mixed) and the class probabilities."""
         images, labels = batch
+        targets = labels
         if stage == "train":
-            targets = labels
             if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
                 images, targets = self.mix(images.float(), labels)
                 labels = targets.argmax(dim=1)
@@ -138,16 +139,16 @@ class ImageClassifier(L.LightningModule):
         if stage in self.confusion:
             self.confusion[stage].update(probs, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
-        return loss
+        return {"loss": loss, "inputs": images.detach(), "targets": targets.detach(), "probs": probs}
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        return self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        return self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
         return self.log_probs(batch[0]).exp()
@@ -176,14 +177,7 @@ class ImageClassifier(L.LightningModule):
         if stage in self.confusion:
             matrix = self.confusion[stage].compute().tolist()
             self.confusion[stage].reset()
-            self.confusion_matrices[stage] = matrix
-            if self.logger is not None and hasattr(self.logger.experiment, "add_text"):
-                text = markdown.table(
-                    ["", *(f"pred {j}" for j in range(len(matrix)))],
-                    [[f"true {i}", *row] for i, row in enumerate(matrix)],
-                    align="l" + "r" * len(matrix),
-                )
-                self.logger.experiment.add_text(f"{stage}/confusion_matrix", text, self.current_epoch)
+            self.confusion_matrices[stage] = matrix  # for metrics.json; the pictures: inspection.callback
         return values
 
     # ---- optimisation --------------------------------------------------------------------------

@@ -1,0 +1,67 @@
+"""What one validation (or test) epoch leaves for the pictures: every probability and label (small), and a bounded
+number of images: the most confidently wrong ones, and the most confidently right ones of each class."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Kept:
+    """At most `capacity` images with their label and probabilities: those of the highest scores offered, highest
+    first. Only images that stay are copied (one at a time: concatenating batches of 224 px images cost more than
+    the rest of the pictures together)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.items: list[tuple[float, torch.Tensor, int, torch.Tensor]] = []  # (score, image, label, probs)
+
+    def offer(self, images: torch.Tensor, where: torch.Tensor, labels: torch.Tensor, probs, scores) -> None:
+        """Offers images[where] (a batch on any device; the rest on the CPU)."""
+        if not self.capacity or not len(where):
+            return
+        top = where[scores[where].topk(min(self.capacity, len(where))).indices].tolist()
+        floor = self.items[-1][0] if len(self.items) == self.capacity else -math.inf
+        new = [(float(scores[i]), images[i].cpu().clone(), int(labels[i]), probs[i]) for i in top if scores[i] > floor]
+        self.items = sorted(self.items + new, key=lambda item: -item[0])[: self.capacity]
+
+    def examples(self) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        """(image, label, probs), highest score first."""
+        return [(image, label, probs) for _, image, label, probs in self.items]
+
+
+class EpochExamples:
+    def __init__(self, num_classes: int, wrong: int, right_per_class: int):
+        self.num_classes = num_classes
+        self.wrong = Kept(wrong)
+        self.right = [Kept(right_per_class) for _ in range(num_classes)]
+        self._probs: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+
+    def add(self, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor) -> None:
+        probs, labels = probs.detach().float().cpu(), labels.cpu()
+        self._probs.append(probs)
+        self._labels.append(labels)
+        confidence, predicted = probs.max(dim=1)
+        wrong = predicted != labels
+        groups = [(self.wrong, wrong)] + [(kept, ~wrong & (labels == label)) for label, kept in enumerate(self.right)]
+        for kept, chosen in groups:  # each image goes to one group
+            kept.offer(images, chosen.nonzero().squeeze(1), labels, probs, confidence)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return torch.cat(self._probs) if self._probs else torch.empty(0, self.num_classes)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.cat(self._labels) if self._labels else torch.empty(0, dtype=torch.long)
+
+    def right_ones(self, count: int) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        """Up to `count` (image, label, probs) right ones, the classes taking turns."""
+        ranked = [kept.examples() for kept in self.right]
+        turns = [kept[i] for i in range(max(map(len, ranked), default=0)) for kept in ranked if i < len(kept)]
+        return turns[:count]
+
+    def wrong_ones(self, count: int) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        return self.wrong.examples()[:count]
