@@ -48,11 +48,13 @@ def write_predictions(
 
 
 def scalar_metrics(metrics: dict) -> dict:
-    """Logged metrics as plain floats (NaN dropped), keyed by their logged names."""
+    """Logged metrics as plain floats (NaN dropped), keyed by their logged names. Not the LR monitor's `lr-*`: a
+    curve (TensorBoard has it), whose last logged point depends on the logging cadence, so a resumed run's would
+    differ from an uninterrupted one's."""
     values = {
         k: float(v)
         for k, v in metrics.items()
-        if (torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float))
+        if ((torch.is_tensor(v) and v.numel() == 1) or isinstance(v, (int, float))) and not k.startswith("lr-")
     }
     return {k: v for k, v in values.items() if not math.isnan(v)}
 
