@@ -3,6 +3,7 @@ set, fast; the real data with the default model, slow), the examples a validatio
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.images import make_dataset
+from tests.helpers.tensorboard import sessions
 from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.inspection.activation_maps import grad_cam, last_feature_layer
 from vehicle_transfer.inspection.callback import Inspection
@@ -57,6 +59,10 @@ def test_three_classes_end_to_end_with_mixup(tmp_path, three_classes):
     picture = accumulator.Images("val/roc")[0]
     assert picture.width > 300 and picture.encoded_image_string.startswith(b"\x89PNG")
     assert {p.name for p in (run_dir / "plots").iterdir()} == PNGS
+    (session,) = sessions(run_dir)  # and its HPARAMS session, with the final metrics of metrics.json
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert session.metrics["val/acc_best"] == pytest.approx(on_disk["val/acc_best"], abs=1e-6)
+    assert session.hparams["mixup_alpha"] == pytest.approx(0.4)
 
 
 def test_without_a_logger_the_pngs_are_still_written_and_activation_maps_switch_off(tmp_path, three_classes):
