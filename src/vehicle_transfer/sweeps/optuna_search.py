@@ -86,15 +86,16 @@ class OptunaSearch:
         self.storage_backend = open_storage(url)
         study = self._open_study(url, metric)
 
-        while not self.exhausted and (batch := self._reserve(study)):
-            for trial in batch:
-                study.sampler = self._sampler(trial.number)  # each trial's own seed: resumed or parallel
-                params = {name: search_space.suggest(trial, name, dist) for name, dist in space.items()}
-                overrides = [*fixed.values(), *(f"{name}={value}" for name, value in params.items())]
-                trial.set_user_attr("overrides", overrides)
-            self._run(study, batch)
-
-        write_search_outputs(study, self.sweep_dir, metric, url)
+        try:
+            while not self.exhausted and (batch := self._reserve(study)):
+                for trial in batch:
+                    study.sampler = self._sampler(trial.number)  # each trial's own seed: resumed or parallel
+                    params = {name: search_space.suggest(trial, name, dist) for name, dist in space.items()}
+                    overrides = [*fixed.values(), *(f"{name}={value}" for name, value in params.items())]
+                    trial.set_user_attr("overrides", overrides)
+                self._run(study, batch)
+        finally:  # a search stopped by Ctrl-C or SIGTERM still leaves its results so far
+            write_search_outputs(study, self.sweep_dir, metric, url)
         if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             raise SearchError(
                 f"no trial of study {self.study_name} completed: see {self.sweep_dir / 'trials.csv'} and each "
