@@ -8,6 +8,7 @@ system).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -15,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from sqlalchemy.exc import OperationalError
 
 from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.runs.failures import in_multirun
@@ -34,7 +36,15 @@ def open_storage(url: str) -> BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else None
-    return RDBStorage(url, engine_kwargs=engine_kwargs)
+    for attempt in range(3):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs)
+        except OperationalError:
+            # Workers started together race to create a new database's tables ("table ... already exists"):
+            # the loser opens it again once the winner has made them.
+            if attempt == 2:
+                raise
+            time.sleep(1 + attempt)
 
 
 def current_trial() -> optuna.trial.Trial:
