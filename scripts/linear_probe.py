@@ -23,14 +23,13 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
-from torch.utils.data import DataLoader
 
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.cpu_memory import keep_freed_memory
-from vehicle_transfer.data.dataset import CachedImageDataset
-from vehicle_transfer.data.decode import decode_all
+from vehicle_transfer.data.disk_cache import cache_root
+from vehicle_transfer.data.feature_cache import embed_views
+from vehicle_transfer.data.image_store import load_images
 from vehicle_transfer.data.table import DataError
-from vehicle_transfer.data.transforms import eval_transform
 from vehicle_transfer.markdown import table as markdown_table  # main's `table` is the data set's
 
 L2 = 1e-2  # on standardised features
@@ -54,12 +53,13 @@ def main() -> None:
     datamodule = instantiate(configs[0].data)  # the table and its folds are the same for every model
     table = datamodule.table
     fold_of, labels = torch.tensor(datamodule.folds_of(table)), torch.tensor(table.labels)
+    hashes = datamodule.content_hashes(table)
 
     rows, probabilities = [], []
     for name, cfg in zip(args.models, configs):
         size = cfg.model.image_size
         start = time.perf_counter()
-        features = embed_all(instantiate(cfg.model).eval(), table.paths, size, cfg.data.batch_size)
+        features = embed_all(instantiate(cfg.model), table, hashes, size, cfg)
         speed = len(table) / (time.perf_counter() - start)
         probs = out_of_fold_probabilities(features, labels, fold_of, len(cfg.data.class_names))
         probabilities.append(probs)
@@ -71,13 +71,12 @@ def main() -> None:
     print(markdown(rows, args.folds))
 
 
-def embed_all(model: nn.Module, paths: list, size: int, batch_size: int) -> torch.Tensor:
-    images, bad = decode_all(paths, size)
-    if bad:
-        raise DataError(f"{len(bad)} image(s) could not be read:\n  " + "\n  ".join(bad))
-    loader = DataLoader(CachedImageDataset(images, [0] * len(images), eval_transform(size)), batch_size=batch_size)
-    with torch.inference_mode():
-        return torch.cat([(model.embed(x) + model.embed(x.flip(-1))) / 2 for x, _ in loader]).double()
+def embed_all(model: nn.Module, table, hashes: list[str], size: int, cfg) -> torch.Tensor:
+    """The mean features of each image and its mirror, through the training runs' own image cache."""
+    images, failed = load_images(table.paths, table.names, hashes, size, cache_root(cfg.data.cache_dir))
+    if failed:
+        raise DataError(f"{len(failed)} image(s) could not be read:\n  " + "\n  ".join(failed.values()))
+    return embed_views(model, images, list(range(len(images))), 2, size, cfg.data.batch_size).mean(1).double()
 
 
 def out_of_fold_probabilities(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,6 +14,9 @@ from tests.helpers.images import add_copies, make_dataset
 from vehicle_transfer.cpu_memory import keep_freed_memory
 
 keep_freed_memory()  # as the entry points do: in-process training runs page-fault less
+# The tests' own disk cache of decoded images and features (shared by this session's tests and the processes they
+# start), never the user's <project>/.cache.
+os.environ["VEHICLE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vehicle_transfer_test_cache_")
 
 
 @pytest.fixture(scope="session")

@@ -95,8 +95,8 @@ def test_every_image_mode_and_size_becomes_rgb_at_a_bounded_size(messy):
     dm.setup("fit")
     images = {}
     for kind in ("train", "val"):
-        table, dataset = getattr(dm, f"{kind}_table"), dm._datasets[kind]
-        images |= {n: dataset.images[i] for i, n in enumerate(table.names)}
+        table, dataset = getattr(dm, f"{kind}_table"), dm.dataset(kind)
+        images |= {n: dataset.image(i) for i, n in enumerate(table.names)}
     reference = images[names["png"]].float()
     for kind in ("png", "gif", "grey", "palette", "rgba", "cmyk", "16bit", "large", "space", "unicode"):
         image = images[names[kind]]

@@ -1,17 +1,22 @@
-"""LightningDataModule for a CSV of image names and labels: validated table -> content split -> cache -> batches."""
+"""LightningDataModule for a CSV of image names and labels: validated table -> content split -> decoded-image cache
+-> transforms (on the CPU, or on the GPU) -> batches; or cached backbone features in place of images (frozen)."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import os
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from vehicle_transfer.data.dataset import CachedImageDataset, SeededEpochSampler
-from vehicle_transfer.data.decode import decode_all
+from vehicle_transfer.data.dataset import FeatureDataset, ImageDataset, SeededEpochSampler
+from vehicle_transfer.data.device_augment import DeviceAugment, padded_collate
+from vehicle_transfer.data.disk_cache import cache_root
+from vehicle_transfer.data.feature_cache import cached_features
+from vehicle_transfer.data.image_store import DiskImages, load_images
 from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 from vehicle_transfer.data.split import (
     content_hash,
@@ -40,13 +45,17 @@ class CsvImageDataModule(L.LightningDataModule):
         class_names: tuple[str, ...] = ("non_emergency", "emergency"),
         image_size: int = 224,
         batch_size: int = 32,
-        num_workers: int = 0,
+        num_workers: int | str = "auto",
         val_fraction: float = 0.1,
         split_seed: int = 0,
         folds: int | None = None,
         fold: int | None = None,
         seed: int | None = None,
         augment: str = "light",
+        augment_on: str = "auto",
+        image_cache: bool = True,
+        cache_dir: str | None = None,
+        feature_cache: bool | str = "auto",  # read by runs/feature_mode.py, which calls serve_features
         on_bad_image: str = "error",
         near_duplicate_distance: int | None = None,
         subset: int | None = None,
@@ -63,12 +72,16 @@ class CsvImageDataModule(L.LightningDataModule):
         train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
         if on_bad_image not in ("error", "skip"):
             raise DataError(f"data.on_bad_image={on_bad_image!r}: use error (stop with the list) or skip.")
-        _check_options(val_fraction, folds, fold, subset, batch_size, len(class_names))
+        _check_options(val_fraction, folds, fold, subset, batch_size, len(class_names), num_workers, augment_on)
         self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
         self._table: ImageTable | None = None
         self._hashes: dict[tuple[str, Path], object] = {}  # (kind, path) -> content or perceptual hash
         self.train_table = self.val_table = self.test_table = self.predict_table = None
-        self._datasets: dict[str, CachedImageDataset] = {}
+        self._images: dict[str, tuple] = {}  # source -> (its decoded images by position, {position: failure})
+        self._datasets: dict[str, tuple[str, ImageDataset]] = {}  # kind -> (its source, the dataset)
+        self._features: dict[str, torch.Tensor] = {}  # source -> cached backbone features by position
+        self.feature_views = 0  # 1 or 2: batches carry cached backbone features, not images (serve_features)
+        self._device_augment: DeviceAugment | None = None
 
     # ---- tables -------------------------------------------------------------------------------
     @property
@@ -210,7 +223,7 @@ class CsvImageDataModule(L.LightningDataModule):
             else:  # the labelled hold-out we have: the validation split
                 self._split()
                 self.test_table = self.val_table
-                if "val" in self._datasets:
+                if "val" in self._datasets:  # fit decoded it
                     self._datasets["test"] = self._datasets["val"]
         if stage == "predict":
             if not self.hparams.predict_source:
@@ -219,14 +232,31 @@ class CsvImageDataModule(L.LightningDataModule):
         kinds = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
         self._decode([k for k in kinds if k not in self._datasets])
 
+    def _source(self, kind: str) -> tuple[str, ImageTable]:
+        """Whose images a kind's rows are. With the disk cache, the whole labelled csv's for training, validation and
+        testing on the validation split (one cache entry every split, fold and sweep job reuses); in memory, just
+        the kind's own rows (nothing decoded that this run does not use)."""
+        if self.hparams.image_cache and (kind in ("train", "val") or (kind == "test" and not self.hparams.test_csv)):
+            return "labelled", self.table
+        return kind, getattr(self, f"{kind}_table")
+
+    def _images_of(self, source: str, table: ImageTable) -> tuple:
+        if source not in self._images:
+            root = cache_root(self.hparams.cache_dir) if self.hparams.image_cache else None
+            hashes = self.content_hashes(table) if root else None
+            self._images[source] = load_images(table.paths, table.names, hashes, self.hparams.image_size, root)
+        return self._images[source]
+
     def _decode(self, kinds: list[str]) -> None:
-        """Decode the images of these tables now, before any training, and apply data.on_bad_image."""
-        size, bad_lines = self.hparams.image_size, []
-        decoded = {}
+        """Decode (or find in the cache) the images of these tables now, before any training; apply
+        data.on_bad_image."""
+        rows_of, bad_lines = {}, []
         for kind in kinds:
-            table = getattr(self, f"{kind}_table")
-            decoded[kind], bad = decode_all(table.paths, size)
-            bad_lines += bad
+            source, source_table = self._source(kind)
+            _, failed = self._images_of(source, source_table)
+            position = {name: i for i, name in enumerate(source_table.names)}
+            rows_of[kind] = [position[name] for name in getattr(self, f"{kind}_table").names]
+            bad_lines += [failed[row] for row in rows_of[kind] if row in failed]
         if bad_lines and self.hparams.on_bad_image == "error":
             raise DataError(
                 f"{len(bad_lines)} image(s) could not be read:\n  "
@@ -236,28 +266,92 @@ class CsvImageDataModule(L.LightningDataModule):
         for line in bad_lines:
             log.warning("skipping unreadable image %s", line)
         self.skipped_images += bad_lines
-        for kind, images in decoded.items():
+        size = self.hparams.image_size
+        for kind, rows in rows_of.items():
+            source, _ = self._source(kind)
+            images, failed = self._images[source]
+            keep = [i for i, row in enumerate(rows) if row not in failed]
             table = getattr(self, f"{kind}_table")
-            keep = [i for i, image in enumerate(images) if image is not None]
             if len(keep) < len(table):
                 table = table.subset(keep)
                 setattr(self, f"{kind}_table", table)
             transform = train_transform(size, self.hparams.augment) if kind == "train" else eval_transform(size)
-            self._datasets[kind] = CachedImageDataset([images[i] for i in keep], table.labels, transform)
+            self._datasets[kind] = source, ImageDataset(images, [rows[i] for i in keep], table.labels, transform)
+
+    def dataset(self, kind: str) -> ImageDataset:
+        """The images of a kind (train, val, test, predict) after setup, as the CPU path serves them."""
+        return self._datasets[kind][1]
+
+    def serve_features(self, views: int) -> None:
+        """Serve cached backbone features (views: 1, the image; 2, also its mirror) instead of images from now on:
+        only for a backbone that never trains (runs/feature_mode.py decides)."""
+        self.feature_views = views
+
+    def _feature_dataset(self, kind: str) -> FeatureDataset:
+        source, images = self._datasets[kind]
+        if source not in self._features:
+            stored, failed = self._images[source]
+            cache = (cache_root(self.hparams.cache_dir), stored.folder.name) if isinstance(stored, DiskImages) else None
+            trainer = self.trainer
+            self._features[source] = cached_features(
+                trainer.lightning_module,
+                stored,
+                [p for p in range(len(stored)) if p not in failed],
+                self.feature_views,
+                self.hparams.image_size,
+                self.hparams.batch_size,
+                cache,
+                (str(trainer.precision), trainer.precision_plugin.forward_context()),
+            )
+        features = self._features[source][images.positions]
+        if kind == "train":
+            return FeatureDataset(features, images.labels, flip=self.hparams.augment == "flip")
+        return FeatureDataset(features, images.labels, images=images)
 
     def _loader(self, kind: str) -> DataLoader:
-        dataset, workers = self._datasets[kind], self.hparams.num_workers
+        dataset, collate, device = self.dataset(kind), None, self._device()
+        if self.feature_views and kind != "predict":
+            dataset = self._feature_dataset(kind)
+        elif kind == "train" and self._augments_on_device(device):
+            # Untransformed images with their seeds; on_after_batch_transfer augments them on the device.
+            self._device_augment = DeviceAugment(dataset.transform)
+            dataset, collate = ImageDataset(dataset.images, dataset.positions, dataset.labels), padded_collate
         sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch) if kind == "train" else None
+        workers = self._workers(device)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             sampler=sampler,
+            collate_fn=collate,
             # Its own generator: creating an iterator then never draws from the global RNG (dropout's).
             generator=torch.Generator().manual_seed(self.seed),
             num_workers=workers,
             persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=device.type == "cuda",
         )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self._device_augment is not None and self.trainer is not None and self.trainer.training:
+            return self._device_augment(batch)
+        return batch
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _augments_on_device(self, device: torch.device) -> bool:
+        return self.hparams.augment_on == "device" or (self.hparams.augment_on == "auto" and device.type != "cpu")
+
+    def _workers(self, device: torch.device) -> int:
+        """data.num_workers; auto: none on a CPU (the model uses every core) or for cached features (nothing to
+        load), else up to 8 per device, within this process's CPUs."""
+        workers = self.hparams.num_workers
+        if workers != "auto":
+            return workers
+        if device.type == "cpu" or self.feature_views:
+            return 0
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, min(8, cpus // max(1, self.trainer.num_devices) - 1))
 
     def _current_epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
@@ -287,7 +381,7 @@ class CsvImageDataModule(L.LightningDataModule):
         return path
 
 
-def _check_options(val_fraction, folds, fold, subset, batch_size, classes: int) -> None:
+def _check_options(val_fraction, folds, fold, subset, batch_size, classes: int, workers, augment_on) -> None:
     """Option values that cannot work, named with their fix (the data itself is checked by check_split)."""
     checks = [
         ("data.val_fraction", val_fraction, 0 <= val_fraction < 1, "use a fraction in [0, 1) (0: no validation)"),
@@ -296,6 +390,8 @@ def _check_options(val_fraction, folds, fold, subset, batch_size, classes: int) 
         ("data.subset", subset, subset is None or subset >= 2 * classes, f"use {2 * classes} or more, or null"),
         ("data.batch_size", batch_size, batch_size >= 1, "use 1 or more"),
         ("data.class_names", f"<{classes} class(es)>", classes >= 2, "list two or more classes"),
+        ("data.num_workers", workers, workers == "auto" or (isinstance(workers, int) and workers >= 0), "use auto or 0+"),
+        ("data.augment_on", augment_on, augment_on in ("auto", "cpu", "device"), "use auto, cpu or device"),
     ]
     for option, value, ok, fix in checks:
         if not ok:

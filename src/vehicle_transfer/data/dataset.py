@@ -1,33 +1,73 @@
-"""The Dataset over decoded uint8 images (see `decode`), and the sampler that seeds its augmentation."""
+"""Datasets over decoded uint8 images (see image_store) or over their cached backbone features, and the sampler
+that seeds their randomness."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 
-class CachedImageDataset(Dataset):
-    """(image, label) pairs from decoded uint8 tensors, with a transform applied per access.
+class ImageDataset(Dataset):
+    """(image, label) of the images at `positions` of a store (disk cache or memory), transformed per access.
 
-    Indexed by `index`, or by `(index, seed)` from SeededEpochSampler: the random transform then
-    draws from its own generator state, independent of when or in which process it runs.
+    Keys are indices, or (index, seed) pairs from SeededEpochSampler: the random transform then draws from the CPU
+    generator seeded with `seed` alone, whenever and in whichever process it runs. A training set without a
+    transform (augmentation on the device: device_augment.py) gives (image, label, seed), the image as cached.
     """
 
-    def __init__(self, images: list[torch.Tensor], labels: list[int], transform):
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: Sequence[torch.Tensor], positions: list[int], labels: list[int], transform=None):
+        self.images, self.positions, self.labels, self.transform = images, positions, labels, transform
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.positions)
+
+    def image(self, index: int) -> torch.Tensor:
+        return self.images[self.positions[index]]
+
+    def __getitem__(self, key: int | tuple[int, int]):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list) -> list:
+        """A batch of items (the DataLoader asks for whole batches): one fork of the generator per batch, not per
+        image (a fork costs 0.1 ms, as much as decoding a cached image)."""
+        if not keys or not isinstance(keys[0], tuple):
+            return [(self.transform(self.image(i)), self.labels[i]) for i in keys]
+        if self.transform is None:
+            return [(self.image(i), self.labels[i], seed) for i, seed in keys]
+        with torch.random.fork_rng(devices=[]):
+            items = []
+            for index, seed in keys:
+                # The CPU generator only: torch.manual_seed would also reset CUDA's, so dropout on a GPU would
+                # repeat its masks at every batch.
+                torch.default_generator.manual_seed(seed)
+                items.append((self.transform(self.image(index)), self.labels[index]))
+            return items
+
+
+class FeatureDataset(Dataset):
+    """Cached backbone features (V views, F values per image: the image, then its mirror) in place of images.
+
+    Training keys (index, seed) give (features (F,), label) of one view: with `flip` the mirror exactly when the
+    image path's RandomHorizontalFlip would mirror the image under the same seed, else the image's own. Evaluation
+    indices give (features (V, F), label, image), the image (eval-transformed) for the pictures of misclassified
+    ones.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: list[int], flip: bool = False, images: ImageDataset = None):
+        self.features, self.labels, self.flip, self.images = features, labels, flip, images
+
+    def __len__(self) -> int:
+        return len(self.labels)
 
     def __getitem__(self, key: int | tuple[int, int]):
         if isinstance(key, int):
-            return self.transform(self.images[key]), self.labels[key]
+            return self.features[key], self.labels[key], self.images[key][0]
         index, seed = key
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(self.images[index]), self.labels[index]
+        # RandomHorizontalFlip mirrors when its first draw, torch.rand(1), is below 0.5.
+        mirrored = self.flip and bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5)
+        return self.features[index, int(mirrored)], self.labels[index]
 
 
 class SeededEpochSampler(Sampler):

@@ -10,6 +10,7 @@ Two things a plain `Image.open` gets wrong for photos and scans:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from torchvision.transforms.v2 import functional as F
 # Cached images keep at most this multiple of the training size on their shorter side: enough room
 # for crops, bounded memory for data sets of large photos.
 CACHE_SCALE = 1.25
+# Bumped whenever decoding changes the pixels it gives: images cached on disk are then decoded again.
+DECODER_VERSION = 1
 
 # EXIF orientations that turn the image by 90 degrees (width and height swap when displayed).
 _QUARTER_TURNS = (5, 6, 7, 8)
@@ -74,7 +77,7 @@ def read_upright(path: Path, draft_side: int | None = None) -> Image.Image:
 
 
 def decode_image(path: Path, max_short_side: int) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor (C, H, W), upright.
+    """An image file as a uint8 RGB tensor (C, H, W), upright; a view of the decoder's (H, W, C) pixels.
 
     Grey, palette, RGBA (alpha dropped), CMYK, 16-bit and float images become 8-bit RGB; large images
     are downscaled (JPEGs already while decoding, via draft mode) to `max_short_side`.
@@ -86,11 +89,9 @@ def decode_image(path: Path, max_short_side: int) -> torch.Tensor:
     return F.pil_to_tensor(image)
 
 
-def decode_all(paths: list[Path], image_size: int, threads: int = 4) -> tuple[list[torch.Tensor | None], list[str]]:
-    """Decode every image once (PIL releases the GIL, so threads help).
-
-    Returns the images (None where decoding failed) and one "path: reason" line per failure.
-    """
+def decode_each(paths: list[Path], image_size: int, threads: int = 4, chunk: int = 256) -> Iterator[torch.Tensor | str]:
+    """Each image decoded (PIL releases the GIL, so threads help), in order, `chunk` at a time so memory stays
+    bounded: its uint8 tensor, or "path: reason" where decoding failed."""
     max_side = round(image_size * CACHE_SCALE)
 
     def load(path: Path):
@@ -101,6 +102,13 @@ def decode_all(paths: list[Path], image_size: int, threads: int = 4) -> tuple[li
             return f"{path}: {reason}"
 
     with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(load, paths))
+        for start in range(0, len(paths), chunk):
+            yield from pool.map(load, paths[start : start + chunk])
+
+
+def decode_all(paths: list[Path], image_size: int, threads: int = 4) -> tuple[list[torch.Tensor | None], list[str]]:
+    """Every image decoded into memory: the images (None where decoding failed) and one "path: reason" line per
+    failure."""
+    results = list(decode_each(paths, image_size, threads))
     bad = [r for r in results if isinstance(r, str)]
     return [None if isinstance(r, str) else r for r in results], bad

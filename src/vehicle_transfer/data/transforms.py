@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 
 from vehicle_transfer.errors import UserError
 
-AUGMENTATIONS = ("none", "light", "strong")
+AUGMENTATIONS = ("none", "flip", "light", "strong")
 
 
 def eval_transform(image_size: int) -> v2.Transform:
@@ -20,6 +20,8 @@ def eval_transform(image_size: int) -> v2.Transform:
 def train_transform(image_size: int, augment: str) -> v2.Transform:
     if augment == "none":
         return eval_transform(image_size)
+    if augment == "flip":  # two fixed views per image: what a frozen backbone's feature cache can hold
+        return v2.Compose([eval_transform(image_size), v2.RandomHorizontalFlip()])
     if augment == "light":
         return v2.Compose(
             [v2.RandomResizedCrop(image_size, scale=(0.6, 1.0), antialias=True), v2.RandomHorizontalFlip()]

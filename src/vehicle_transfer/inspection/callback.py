@@ -95,6 +95,9 @@ class Inspection(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._augmented_pending:
             self._augmented_pending = False
+            if outputs["inputs"] is None:
+                log.info("no augmented_samples picture: training batches hold cached features, not images")
+                return
             self._draw_augmented(trainer, outputs["inputs"][: self.augmented], outputs["targets"][: self.augmented])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -20,10 +20,14 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 
 
 class ImageClassifier(L.LightningModule):
-    """Takes uint8 image batches (N, 3, H, W); normalises them with the backbone's own statistics.
+    """Takes uint8 image batches (N, 3, H, W), normalised with the backbone's own statistics, or the backbone's cached
+    features of them (data/feature_cache.py: (N, F) to train on; (N, views, F) to evaluate: the image's, then its
+    mirror's).
 
     mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
     tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
+    compile=true compiles the backbone in place (nn.Module.compile): checkpoints keep their keys and the finetune
+    schedule still finds its stages.
 
     `optimizer` and `scheduler` are Hydra configs with `_partial_: true` (kept as plain dicts so
     checkpoints stay loadable); the scheduler partial receives total_steps and phase_starts.
@@ -42,6 +46,7 @@ class ImageClassifier(L.LightningModule):
         cutmix_alpha: float = 0.0,
         tta_flip: bool = False,
         channels_last: bool = True,
+        compile: bool = False,
         backbone_lr_factor: float = 1.0,
         lr_phase_epochs: list[int] | None = None,
         optimizer: dict | None = None,
@@ -59,6 +64,8 @@ class ImageClassifier(L.LightningModule):
         self.register_buffer("std", torch.tensor(built.std).view(1, 3, 1, 1) * 255, persistent=False)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()
 
         metrics = MetricCollection(
             {
@@ -86,21 +93,26 @@ class ImageClassifier(L.LightningModule):
         self.test_probabilities: list[torch.Tensor] = []  # per test batch, in loader order (train saves them)
 
     # ---- model ---------------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(images))
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of uint8 images (N, 3, H, W) or of their cached features (N, F)."""
+        return self.head(inputs if inputs.ndim == 2 else self.embed(inputs))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The backbone's features (batch, num_features) of uint8 images."""
-        x = (images.float() - self.mean) / self.std
+        # The buffers' dtype, not float32: under bf16-true precision Lightning has cast the model to bfloat16.
+        x = (images.to(self.mean.dtype) - self.mean) / self.std
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
 
     def train(self, mode: bool = True):
         """Keep BatchNorm layers whose parameters are frozen (or all, with bn_stats_frozen) in eval mode:
-        their running statistics must not drift."""
+        their running statistics must not drift. A backbone with nothing to train is wholly in eval mode, a fixed
+        feature extractor (no dropout or drop-path either): what its cached features are."""
         super().train(mode)
-        if mode:
+        if mode and not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        elif mode:
             for module in self.backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
                     self.bn_stats_frozen or not any(p.requires_grad for p in module.parameters())
@@ -109,18 +121,21 @@ class ImageClassifier(L.LightningModule):
         return self
 
     # ---- steps ---------------------------------------------------------------------------------
-    def log_probs(self, images: torch.Tensor) -> torch.Tensor:
-        """Class log-probabilities; with tta_flip, those of the mean probability of the image and its mirror."""
-        log_probs = self(images).float().log_softmax(dim=1)
-        if not self.hparams.tta_flip:
-            return log_probs
-        mirrored = self(images.flip(-1)).float().log_softmax(dim=1)
-        return torch.logaddexp(log_probs, mirrored) - math.log(2)
+    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities of images or their cached features (N, views, F); with tta_flip, those of the mean
+        probability of the image and its mirror."""
+        if inputs.ndim == 3:
+            views = inputs.unbind(1)[: 1 + self.hparams.tta_flip]
+        else:
+            views = (inputs, inputs.flip(-1)) if self.hparams.tta_flip else (inputs,)
+        log_probs = [self(view).float().log_softmax(dim=1) for view in views]
+        return log_probs[0] if len(log_probs) == 1 else torch.logaddexp(*log_probs) - math.log(2)
 
     def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         """The loss, and for callbacks (the pictures) what the model received and gave back: its inputs (after
-        MixUp/CutMix), their targets (soft when mixed) and the class probabilities."""
-        images, labels = batch
+        MixUp/CutMix; with cached features, the evaluation images they stand for, None in training), their targets
+        (soft when mixed) and the class probabilities."""
+        images, labels = batch[:2]
         targets = labels
         if stage == "train":
             if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
@@ -139,7 +154,8 @@ class ImageClassifier(L.LightningModule):
         if stage in self.confusion:
             self.confusion[stage].update(probs, labels)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
-        return {"loss": loss, "inputs": images.detach(), "targets": targets.detach(), "probs": probs}
+        shown = batch[2] if len(batch) > 2 else images if images.ndim == 4 else None
+        return {"loss": loss, "inputs": shown, "targets": targets.detach(), "probs": probs}
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")

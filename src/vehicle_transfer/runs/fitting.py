@@ -15,6 +15,7 @@ from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.files import write_atomically, write_json
 from vehicle_transfer.runs.build import build_trainer, seed_run
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
+from vehicle_transfer.runs.feature_mode import feature_views
 from vehicle_transfer.runs.hparams import record_session
 from vehicle_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
 from vehicle_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
@@ -72,6 +73,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         cfg = without_validation(cfg)
     # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
     duplicates = duplicate_summary(datamodule.table.labels, datamodule.content_hashes(datamodule.table))
+    datamodule.serve_features(feature_views(cfg))
     model = instantiate(cfg.model)
     trainer = build_trainer(
         cfg,

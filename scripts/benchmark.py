@@ -1,0 +1,385 @@
+"""Speed and memory of the data path: each comparison measured side by side in one run on the real data.
+
+    python scripts/benchmark.py [--out PATH] [--only loader frozen_recipe scale gpu] [OVERRIDE ...]
+
+- loader: training images per second of a PIL + DataLoader baseline against the decoded-image cache, both with the
+  light augmentation, the same workers and batch size, interleaved --repeats times (medians). The baseline is
+  torchvision's reference default: every access opens and decodes the file with PIL and augments the PIL image
+  (then to a tensor); a second baseline decodes with PIL and augments the tensor as the cache path does.
+- frozen_recipe: the frozen EfficientNet-Lite0 recipe (experiment=lite0_frozen, no augmentation) for
+  --frozen-epochs epochs with the backbone run every epoch (data.feature_cache=false) against the feature cache
+  (built cold by this run): each run's own wall time (metrics.json wall_time_s) and val/acc.
+- scale: a synthetic data set of --scale-images images written by the script: decoding it into the cache (time,
+  size on disk), and the peak resident memory of one training epoch through the disk cache against the in-memory
+  path (data.image_cache=false), each in a fresh process, at a quarter of the images and at all of them.
+- gpu: on a CUDA GPU, fine-tuning images per second in fp32 against bf16-mixed with channels_last (and with
+  torch.compile), peak GPU memory and the share of step time spent waiting for data; otherwise why it was skipped.
+
+Prints a table and writes benchmark.json (default: logs/benchmark/runs/<time>/benchmark.json, rewritten after each
+part). Overrides are train config overrides (data.root=...). Scratch data (the synthetic images, every cache)
+lives in a temporary folder that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as F
+
+from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
+from vehicle_transfer.data.dataset import ImageDataset, SeededEpochSampler
+from vehicle_transfer.data.image_store import PIXELS, load_images
+from vehicle_transfer.data.transforms import train_transform
+from vehicle_transfer.files import write_csv, write_json
+from vehicle_transfer.markdown import table
+from vehicle_transfer.runs.environment import environment
+from vehicle_transfer.runs.run_dirs import claim_new_dir
+
+PARTS = ("loader", "frozen_recipe", "scale", "gpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, help="benchmark.json (default: in logs/benchmark/runs/<time>/)")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument(
+        "--workers", type=int, default=0, help="loader: DataLoader workers of both sides (0: as training on a CPU)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3, help="loader: epochs of each side, interleaved")
+    parser.add_argument("--frozen-epochs", type=int, default=30)
+    parser.add_argument("--scale-images", type=int, default=20_000)
+    parser.add_argument("--gpu-epochs", type=int, default=3)
+    parser.add_argument("--epoch-rss", nargs=3, metavar=("ROOT", "CACHE", "CACHE_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="train config overrides, e.g. data.root=/path/to/data")
+    args = parser.parse_args()
+    if args.epoch_rss:  # the child process of the scale part
+        print(json.dumps(epoch_memory(*args.epoch_rss, batch_size=args.batch_size)))
+        return
+    run_dir = Path(
+        claim_new_dir(str(PROJECT_ROOT / "logs" / "benchmark" / "runs" / time.strftime("%Y-%m-%d_%H-%M-%S")))
+    )
+    out = args.out or run_dir / "benchmark.json"
+    results = {"command": " ".join(sys.argv), "environment": environment()}
+    with tempfile.TemporaryDirectory(prefix="vehicle_transfer_benchmark_") as scratch:
+        for part in args.only:
+            print(f"--- {part}", flush=True)
+            results[part] = PART_FUNCTIONS[part](args, Path(scratch), run_dir)
+            write_json(out, results)
+    print(report(results))
+    print(f"\nwrote {out}")
+
+
+# ---- loader ------------------------------------------------------------------------------------------------------
+
+
+class PilImages(Dataset):
+    """A baseline: each access opens and decodes the file with PIL (as torchvision's ImageFolder), then applies
+    `transform` to the PIL image, or with `on_tensor` to its tensor."""
+
+    def __init__(self, paths: list[Path], labels: list[int], transform, on_tensor: bool):
+        self.paths, self.labels, self.transform, self.on_tensor = paths, labels, transform, on_tensor
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        with Image.open(self.paths[index]) as file:
+            image = file.convert("RGB")
+        if self.on_tensor:
+            return self.transform(F.pil_to_tensor(image)), self.labels[index]
+        return F.pil_to_tensor(self.transform(image)), self.labels[index]
+
+
+def loader(args, scratch: Path, run_dir: Path) -> dict:
+    cfg = train_config(args.overrides)
+    datamodule = instantiate(cfg.data, cache_dir=str(scratch / "cache"))
+    table_ = datamodule.table
+    size = cfg.data.image_size
+    start = time.perf_counter()
+    images, failed = load_images(table_.paths, table_.names, datamodule.content_hashes(table_), size, scratch / "cache")
+    build_s = time.perf_counter() - start
+    positions = [p for p in range(len(images)) if p not in failed]
+    transform = train_transform(size, "light")
+    labels = [table_.labels[p] for p in positions]
+    paths = [table_.paths[p] for p in positions]
+    sides = {
+        "pil": PilImages(paths, labels, transform, on_tensor=False),
+        "pil_decode_tensor_augment": PilImages(paths, labels, transform, on_tensor=True),
+        "cache": ImageDataset(images, positions, labels, transform),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in sides}
+    for repeat in range(args.repeats):
+        for name, dataset in sides.items():
+            if name != "cache":
+                kwargs = {"shuffle": True, "generator": torch.Generator().manual_seed(repeat)}
+            else:
+                kwargs = {"sampler": SeededEpochSampler(len(dataset), 0, lambda repeat=repeat: repeat)}
+            rates[name].append(epoch_rate(DataLoader(dataset, args.batch_size, num_workers=args.workers, **kwargs)))
+            print(f"  {name}: {rates[name][-1]:.0f} img/s", flush=True)
+    pil_rate, cache_rate = statistics.median(rates["pil"]), statistics.median(rates["cache"])
+    tensor_rate = statistics.median(rates["pil_decode_tensor_augment"])
+    return {
+        "images": len(positions),
+        "image_size": size,
+        "augment": "light",
+        "workers": args.workers,
+        "batch_size": args.batch_size,
+        "cache_build_s": round(build_s, 1),
+        "pil_images_per_s": round(pil_rate, 1),
+        "cache_images_per_s": round(cache_rate, 1),
+        "speedup": round(cache_rate / pil_rate, 2),
+        "pil_decode_tensor_augment_images_per_s": round(tensor_rate, 1),
+        "speedup_over_pil_decode_tensor_augment": round(cache_rate / tensor_rate, 2),
+        "runs_images_per_s": {k: [round(v, 1) for v in vs] for k, vs in rates.items()},
+    }
+
+
+def epoch_rate(loader_: DataLoader) -> float:
+    start, count = time.perf_counter(), 0
+    for images, _ in loader_:
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+# ---- frozen recipe -----------------------------------------------------------------------------------------------
+
+
+def frozen_recipe(args, scratch: Path, run_dir: Path) -> dict:
+    common = [
+        "experiment=lite0_frozen",
+        f"trainer.max_epochs={args.frozen_epochs}",
+        f"data.cache_dir={scratch / 'cache'}",
+        *args.overrides,
+    ]
+    naive = train_run(run_dir / "frozen_naive", [*common, "data.feature_cache=false"])
+    cached = train_run(run_dir / "frozen_feature_cache", [*common, "data.feature_cache=true"])
+    return {
+        "epochs": args.frozen_epochs,
+        "recipe": " ".join(common[:2]),
+        "naive_s": naive["wall_time_s"],
+        "feature_cache_s": cached["wall_time_s"],
+        "speedup": round(naive["wall_time_s"] / cached["wall_time_s"], 2),
+        "naive_val_acc": naive["val/acc"],
+        "feature_cache_val_acc": cached["val/acc"],
+        "val_acc_difference": round(abs(naive["val/acc"] - cached["val/acc"]), 4),
+        "naive_val_loss": naive["val/loss"],
+        "feature_cache_val_loss": cached["val/loss"],
+        "naive_process_s": naive["process_s"],
+        "feature_cache_process_s": cached["process_s"],
+        "run_dirs": [str(run_dir / "frozen_naive"), str(run_dir / "frozen_feature_cache")],
+    }
+
+
+def train_run(directory: Path, overrides: list[str]) -> dict:
+    """A training run in its own process; its metrics.json, plus the process's wall time."""
+    print(f"  train {' '.join(overrides)}", flush=True)
+    start = time.perf_counter()
+    command = [sys.executable, "-m", "vehicle_transfer.train", *overrides, f"hydra.run.dir={directory}"]
+    subprocess.run(command, cwd=PROJECT_ROOT, check=True, stdout=subprocess.DEVNULL)
+    metrics = json.loads((directory / "metrics.json").read_text())
+    return metrics | {"process_s": round(time.perf_counter() - start, 1)}
+
+
+# ---- scale -------------------------------------------------------------------------------------------------------
+
+
+def scale(args, scratch: Path, run_dir: Path) -> dict:
+    images = scratch / "synthetic" / "images"
+    start = time.perf_counter()
+    names = write_synthetic_images(images, args.scale_images)
+    written_s = time.perf_counter() - start
+    rows = []
+    for count in (args.scale_images // 4, args.scale_images):
+        root = scratch / "synthetic" / str(count)
+        root.mkdir()
+        (root / "images").symlink_to(images)
+        write_csv(
+            root / "train.csv", ["image_names", "emergency_or_not"], ((n, i % 2) for i, n in enumerate(names[:count]))
+        )
+        cache_dir = scratch / f"scale_cache_{count}"
+        datamodule = instantiate(train_config([f"data.root={root}"]).data, cache_dir=str(cache_dir))
+        start = time.perf_counter()
+        store, _ = load_images(
+            datamodule.table.paths, datamodule.table.names, datamodule.content_hashes(datamodule.table), 224, cache_dir
+        )
+        decode_s = time.perf_counter() - start
+        row = {
+            "images": count,
+            "decode_into_cache_s": round(decode_s, 1),
+            "cache_mb_on_disk": round((store.folder / PIXELS).stat().st_size / 2**20, 1),
+        }
+        for name, cache in (("cache", "true"), ("memory", "false")):
+            child = subprocess.run(
+                [sys.executable, __file__, "--epoch-rss", str(root), cache, str(cache_dir)],
+                cwd=PROJECT_ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            measured = json.loads(child.stdout.strip().splitlines()[-1])
+            row |= {f"{name}_{key}": value for key, value in measured.items()}
+            print(f"  {count} images, {name}: {measured}", flush=True)
+        rows.append(row)
+    return {"synthetic_images_written_s": round(written_s, 1), "sizes": rows}
+
+
+def write_synthetic_images(folder: Path, count: int) -> list[str]:
+    """`count` distinct 224 x 224 JPEGs of smooth random colour fields (about the real images' file size)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    names = []
+    for index in range(count):
+        coarse = Image.fromarray(rng.integers(0, 256, (7, 7, 3), dtype=np.uint8))
+        name = f"synthetic_{index:06d}.jpg"
+        coarse.resize((224, 224), Image.BICUBIC).save(folder / name, quality=90)
+        names.append(name)
+    return names
+
+
+def epoch_memory(root: str, cache: str, cache_dir: str, batch_size: int) -> dict:
+    """Run in a fresh process: set up the data (from the cache, or decoded into memory), then one training epoch
+    with the light augmentation; the process's peak resident memory."""
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    cfg = train_config([f"data.root={root}", f"data.image_cache={cache}", f"data.batch_size={batch_size}"])
+    datamodule = instantiate(cfg.data, cache_dir=cache_dir, num_workers=0)
+    start = time.perf_counter()
+    datamodule.setup("fit")
+    setup_s = time.perf_counter() - start
+    start = time.perf_counter()
+    seen = sum(len(labels) for _, labels in datamodule.train_dataloader())
+    return {
+        "setup_s": round(setup_s, 1),
+        "epoch_s": round(time.perf_counter() - start, 1),
+        "epoch_images": seen,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_after_imports_mb": round(baseline),
+    }
+
+
+# ---- gpu ---------------------------------------------------------------------------------------------------------
+
+
+def gpu(args, scratch: Path, run_dir: Path) -> dict:
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device here (torch.cuda.is_available() is False)"}
+    common = [
+        "trainer=gpu",
+        "finetune=full",
+        f"trainer.max_epochs={args.gpu_epochs}",
+        "test=false",
+        "callbacks.train_throughput.synchronize=true",
+        f"data.cache_dir={scratch / 'cache'}",
+        *args.overrides,
+    ]
+    variants = {
+        "fp32": ["trainer.precision=32-true", "model.channels_last=false"],
+        "bf16_channels_last": ["trainer.precision=bf16-mixed", "model.channels_last=true"],
+        "bf16_channels_last_compile": [
+            "trainer.precision=bf16-mixed",
+            "model.channels_last=true",
+            "model.compile=true",
+        ],
+    }
+    rows = {}
+    for name, overrides in variants.items():
+        metrics = train_run(run_dir / f"gpu_{name}", [*common, *overrides])
+        rows[name] = {
+            "images_per_s": round(metrics["train/images_per_s"], 1),
+            "data_wait_share": round(metrics["train/data_wait_share"], 3),
+            "peak_gpu_memory_mb": round(metrics["train/peak_gpu_memory_mb"]),
+            "val_acc": metrics.get("val/acc"),
+        }
+    fp32 = rows["fp32"]["images_per_s"]
+    return {
+        "device": torch.cuda.get_device_name(),
+        "epochs": args.gpu_epochs,
+        "note": "images/s over the whole fit, torch.compile's compilation included",
+        **rows,
+        "bf16_speedup": round(rows["bf16_channels_last"]["images_per_s"] / fp32, 2),
+        "bf16_compile_speedup": round(rows["bf16_channels_last_compile"]["images_per_s"] / fp32, 2),
+    }
+
+
+# ---- shared ------------------------------------------------------------------------------------------------------
+
+
+def train_config(overrides: list[str]):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        return compose("train", overrides=overrides)
+
+
+def report(results: dict) -> str:
+    lines = []
+    if "loader" in results:
+        r = results["loader"]
+        lines.append(
+            table(
+                ["loader (light augmentation)", "images", "workers", "PIL img/s", "cache img/s", "speedup"],
+                [["", r["images"], r["workers"], r["pil_images_per_s"], r["cache_images_per_s"], r["speedup"]]],
+            )
+        )
+    if "frozen_recipe" in results:
+        r = results["frozen_recipe"]
+        lines.append(
+            table(
+                ["frozen recipe", "epochs", "naive s", "feature cache s", "speedup", "naive val/acc", "cached val/acc"],
+                [
+                    [
+                        r["recipe"],
+                        r["epochs"],
+                        r["naive_s"],
+                        r["feature_cache_s"],
+                        r["speedup"],
+                        r["naive_val_acc"],
+                        r["feature_cache_val_acc"],
+                    ]
+                ],
+            )
+        )
+    if "scale" in results:
+        header = ["scale: images", "decode s", "cache MB", "peak RSS MB: cache", "peak RSS MB: memory"]
+        rows = [
+            [
+                r["images"],
+                r["decode_into_cache_s"],
+                r["cache_mb_on_disk"],
+                r["cache_peak_rss_mb"],
+                r["memory_peak_rss_mb"],
+            ]
+            for r in results["scale"]["sizes"]
+        ]
+        lines.append(table(header, rows))
+    if "gpu" in results:
+        r = results["gpu"]
+        if "skipped" in r:
+            lines.append(f"gpu: skipped: {r['skipped']}")
+        else:
+            header = ["gpu: " + r["device"], "img/s", "data wait share", "peak GPU MB"]
+            rows = [
+                [k, v["images_per_s"], v["data_wait_share"], v["peak_gpu_memory_mb"]]
+                for k, v in r.items()
+                if k in ("fp32", "bf16_channels_last", "bf16_channels_last_compile")
+            ]
+            lines.append(table(header, rows))
+    return "\n\n".join(lines)
+
+
+PART_FUNCTIONS = {"loader": loader, "frozen_recipe": frozen_recipe, "scale": scale, "gpu": gpu}
+
+if __name__ == "__main__":
+    main()
