@@ -3,7 +3,7 @@
     python scripts/bad_input_matrix.py [--data ../shared/data/emergency_vehicles] [--only TEXT]
 
 Each case builds a small data set (real images plus one defect) or a bad option, file or checkpoint in a
-temp dir and runs `train` (debug=fast_dev_run), `eval`, `predict`, `audit` or `scripts/prepare_data.py`
+temp dir and runs `train` (debug=fast_dev_run), `eval`, `predict`, `export`, `audit` or `scripts/prepare_data.py`
 on it. The table shows the exit status, whether a traceback was printed, and the message (the "Error:"
 line, or "trained" / "ok"). Expected: status 1 and one message naming the file, row or option and the
 fix; status 0 where the input is handled (converted, skipped with a count, or already complete).
@@ -250,6 +250,19 @@ def cases(inputs: Inputs, tmp: Path) -> Iterator[Case]:
         "predict: source= a csv that does not exist",
         [data, f"ckpt_path={ckpt}", "source=nope.csv"],
         entry="vehicle_transfer.predict",
+        needs=["trained"],
+    )
+    yield Case(
+        "predict: ckpt_path= a file named .onnx that is not one",
+        [data, f"ckpt_path={tmp / 'notes.onnx'}"],
+        lambda d: (tmp / "notes.onnx").write_text("not a model\n"),
+        entry="vehicle_transfer.predict",
+    )
+    yield Case("export: ckpt_path missing", [data, f"ckpt_path={tmp / 'absent.ckpt'}"], entry="vehicle_transfer.export")
+    yield Case(
+        "export: data.class_names with another number of classes",
+        [data, f"ckpt_path={ckpt}", "data.class_names=[a,b,c]", f"output={tmp / 'model.onnx'}"],
+        entry="vehicle_transfer.export",
         needs=["trained"],
     )
     # ---- the other commands ----------------------------------------------------------------------------------

@@ -14,6 +14,8 @@
   path (data.image_cache=false), each in a fresh process, at a quarter of the images and at all of them.
 - gpu: on a CUDA GPU, fine-tuning images per second in fp32 against bf16-mixed with channels_last (and with
   torch.compile), peak GPU memory and the share of step time spent waiting for data; otherwise why it was skipped.
+- onnx: the default model (EfficientNet-Lite0 and its head) exported to ONNX, run by ONNX Runtime against PyTorch on
+  this machine's CPU: batch-1 latency (median of --onnx-repeats) and batch-32 images per second.
 
 Prints a table and writes benchmark.json (default: logs/benchmark/runs/<time>/benchmark.json, rewritten after each
 part). Overrides are train config overrides (data.root=...). Scratch data (the synthetic images, every cache)
@@ -41,15 +43,17 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
 from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
+from vehicle_transfer.cpu_memory import keep_freed_memory
 from vehicle_transfer.data.dataset import ImageDataset, SeededEpochSampler
 from vehicle_transfer.data.image_store import PIXELS, load_images
 from vehicle_transfer.data.transforms import train_transform
 from vehicle_transfer.files import write_csv, write_json
 from vehicle_transfer.markdown import table
+from vehicle_transfer.models.onnx_model import OnnxClassifier, Probabilities, export_onnx
 from vehicle_transfer.runs.environment import environment
 from vehicle_transfer.runs.run_dirs import claim_new_dir
 
-PARTS = ("loader", "frozen_recipe", "scale", "gpu")
+PARTS = ("loader", "frozen_recipe", "scale", "gpu", "onnx")
 
 
 def main() -> None:
@@ -64,9 +68,11 @@ def main() -> None:
     parser.add_argument("--frozen-epochs", type=int, default=30)
     parser.add_argument("--scale-images", type=int, default=20_000)
     parser.add_argument("--gpu-epochs", type=int, default=3)
+    parser.add_argument("--onnx-repeats", type=int, default=30)
     parser.add_argument("--epoch-rss", nargs=3, metavar=("ROOT", "CACHE", "CACHE_DIR"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="train config overrides, e.g. data.root=/path/to/data")
     args = parser.parse_args()
+    keep_freed_memory()  # as the entry points do: CPU inference and training page-fault less
     if args.epoch_rss:  # the child process of the scale part
         print(json.dumps(epoch_memory(*args.epoch_rss, batch_size=args.batch_size)))
         return
@@ -315,6 +321,45 @@ def gpu(args, scratch: Path, run_dir: Path) -> dict:
     }
 
 
+# ---- onnx --------------------------------------------------------------------------------------------------------
+
+
+def onnx(args, scratch: Path, run_dir: Path) -> dict:
+    cfg = train_config(args.overrides)
+    model = instantiate(cfg.model).eval()
+    path = scratch / "model.onnx"
+    export_onnx(model, path)
+    session, wrapped = OnnxClassifier.load(path), Probabilities(model).eval()
+    size = cfg.model.image_size
+    results = {"model": cfg.model.backbone, "image_size": size, "torch_threads": torch.get_num_threads()}
+    for batch in (1, 32):
+        images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8)
+        repeats = args.onnx_repeats if batch == 1 else max(3, args.onnx_repeats // 6)
+        with torch.inference_mode():
+            timings = {
+                "torch": median_seconds(lambda images=images: wrapped(images), repeats),
+                "onnxruntime": median_seconds(lambda images=images: session.probabilities(images.numpy()), repeats),
+            }
+        for name, seconds in timings.items():
+            key = f"{name}_batch1_latency_ms" if batch == 1 else f"{name}_batch32_images_per_s"
+            results[key] = round(seconds * 1000, 1) if batch == 1 else round(batch / seconds, 1)
+    results["latency_ratio"] = round(results["torch_batch1_latency_ms"] / results["onnxruntime_batch1_latency_ms"], 2)
+    results["throughput_ratio"] = round(
+        results["onnxruntime_batch32_images_per_s"] / results["torch_batch32_images_per_s"], 2
+    )
+    return results
+
+
+def median_seconds(run, repeats: int) -> float:
+    run()  # warm-up: first calls allocate and pick kernels
+    timings = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        timings.append(time.perf_counter() - start)
+    return statistics.median(timings)
+
+
 # ---- shared ------------------------------------------------------------------------------------------------------
 
 
@@ -376,10 +421,21 @@ def report(results: dict) -> str:
                 if k in ("fp32", "bf16_channels_last", "bf16_channels_last_compile")
             ]
             lines.append(table(header, rows))
+    if "onnx" in results:
+        r = results["onnx"]
+        lines.append(
+            table(
+                ["onnx: " + r["model"], "batch 1 latency ms", "batch 32 img/s"],
+                [
+                    ["PyTorch", r["torch_batch1_latency_ms"], r["torch_batch32_images_per_s"]],
+                    ["ONNX Runtime", r["onnxruntime_batch1_latency_ms"], r["onnxruntime_batch32_images_per_s"]],
+                ],
+            )
+        )
     return "\n\n".join(lines)
 
 
-PART_FUNCTIONS = {"loader": loader, "frozen_recipe": frozen_recipe, "scale": scale, "gpu": gpu}
+PART_FUNCTIONS = {"loader": loader, "frozen_recipe": frozen_recipe, "scale": scale, "gpu": gpu, "onnx": onnx}
 
 if __name__ == "__main__":
     main()

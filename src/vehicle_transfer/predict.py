@@ -1,5 +1,5 @@
-"""Predictions of a checkpoint, or the mean probabilities of several, for a csv of image names or a
-folder, as a ready-to-submit csv.
+"""Predictions of a checkpoint (or an exported .onnx file, run by ONNX Runtime), or the mean probabilities of
+several, for a csv of image names or a folder, as a ready-to-submit csv.
 
     python -m vehicle_transfer.predict ckpt_path=... [source=test.csv | source=/path/to/folder]
     python -m vehicle_transfer.predict 'ckpt_path=logs/train/runs/<time>/fold_*/checkpoints/best.ckpt' tta_flip=true
@@ -18,8 +18,10 @@ from omegaconf import DictConfig
 from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.errors import UserError
 from vehicle_transfer.files import write_json
+from vehicle_transfer.models.classifier import ImageClassifier
+from vehicle_transfer.models.onnx_model import OnnxClassifier
 from vehicle_transfer.runs.build import build_trainer
-from vehicle_transfer.runs.checkpoints import checkpoint_paths, load_classifier
+from vehicle_transfer.runs.checkpoints import checkpoint_paths, load_model
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.failures import report_user_errors
 from vehicle_transfer.runs.outputs import write_predictions
@@ -28,15 +30,15 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> Path:
-    models = [load_classifier(path, cfg) for path in checkpoint_paths(cfg.ckpt_path)]
-    sizes = sorted({m.hparams.image_size for m in models})
+    models = [load_model(path, cfg) for path in checkpoint_paths(cfg.ckpt_path)]
+    sizes = sorted({input_size(m) for m in models})
     if len(sizes) > 1:
         raise UserError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
     datamodule = instantiate(cfg.data, image_size=sizes[0])
     write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
     trainer = build_trainer(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
-    probs = torch.stack([torch.cat(trainer.predict(m, datamodule=datamodule)) for m in models]).mean(0).numpy()
+    probs = torch.stack([probabilities(m, trainer, datamodule) for m in models]).mean(0).numpy()
     output = write_predictions(
         Path(cfg.output),
         datamodule.predict_table.names,
@@ -48,6 +50,20 @@ def predict(cfg: DictConfig) -> Path:
     )
     log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output
+
+
+def input_size(model: ImageClassifier | OnnxClassifier) -> int:
+    return model.image_size if isinstance(model, OnnxClassifier) else model.hparams.image_size
+
+
+def probabilities(model: ImageClassifier | OnnxClassifier, trainer, datamodule) -> torch.Tensor:
+    """Each image's class probabilities: a checkpoint through Lightning, an ONNX file through ONNX Runtime (on the
+    same uint8 batches)."""
+    if isinstance(model, OnnxClassifier):
+        datamodule.setup("predict")
+        batches = datamodule.predict_dataloader()
+        return torch.cat([torch.from_numpy(model.probabilities(images.numpy())) for images, _ in batches])
+    return torch.cat(trainer.predict(model, datamodule=datamodule))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")

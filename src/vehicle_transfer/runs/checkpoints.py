@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from vehicle_transfer.errors import UserError
 from vehicle_transfer.models.classifier import ImageClassifier
+from vehicle_transfer.models.onnx_model import OnnxClassifier
 from vehicle_transfer.paths import from_project_root
 
 
@@ -79,6 +80,30 @@ def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
     if cfg.get("tta_flip") is not None:
         model.hparams.tta_flip = bool(cfg.tta_flip)
     return model
+
+
+def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
+    """An exported classifier (vehicle_transfer.export) for ONNX Runtime; its flip TTA is part of its graph."""
+    file = from_project_root(path)
+    if not file.is_file():
+        raise UserError(f"ckpt_path={path}: no such ONNX file.")
+    model = OnnxClassifier.load(file)
+    if model.num_classes != len(cfg.data.class_names):
+        raise UserError(
+            f"{file} predicts {model.num_classes} classes but data.class_names lists {len(cfg.data.class_names)}: "
+            "set data.class_names to the classes it was trained on."
+        )
+    if cfg.get("tta_flip") is not None and bool(cfg.tta_flip) != model.tta_flip:
+        raise UserError(
+            f"tta_flip={cfg.tta_flip}: {file} was exported with tta_flip={str(model.tta_flip).lower()} inside its "
+            "graph; export the checkpoint again with the tta_flip you want."
+        )
+    return model
+
+
+def load_model(path: str, cfg: DictConfig) -> ImageClassifier | OnnxClassifier:
+    """A checkpoint for PyTorch, or an exported .onnx file for ONNX Runtime."""
+    return load_onnx(path, cfg) if str(path).endswith(".onnx") else load_classifier(path, cfg)
 
 
 def checkpoint_paths(spec) -> list[str]:
