@@ -67,6 +67,14 @@ def test_search_writes_its_results_and_the_same_command_continues_it(made_up_dat
     recipe = (sweep_dir / "experiment" / "best_recipe.yaml").read_text()
     assert "override /model: cnn" in recipe and "hparams_search" not in recipe
     assert str(results["best_params"]["model.optimizer.lr"]) in recipe
+    # The recipe runs as its header says, and trains with the best trial's settings.
+    rerun = tmp_path / "best_recipe_run"
+    run_entry_point(
+        train_module.main, "--config-dir", str(sweep_dir), "experiment=best_recipe", f"hydra.run.dir={rerun}"
+    )
+    rerun_config = yaml.safe_load((rerun / "config.yaml").read_text())
+    assert rerun_config["model"]["optimizer"]["lr"] == results["best_params"]["model.optimizer.lr"]
+    assert (rerun / "metrics.json").is_file()
 
     before = job_dir_times(sweep_dir)
     run_entry_point(train_module.main, *command, "hydra.sweeper.n_trials=3")

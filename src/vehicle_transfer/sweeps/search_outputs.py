@@ -17,7 +17,9 @@ from vehicle_transfer.files import write_atomically, write_csv
 
 log = logging.getLogger(__name__)
 RECIPE = Path("experiment") / "best_recipe.yaml"
-NOT_RECIPE = {"hparams_search", "experiment"}  # the search itself; the recipe includes the experiment
+# The search itself; the experiment it started from (included as such); debug settings. train.yaml lists
+# hparams_search and debug after experiment, and an experiment can only override the groups listed before it.
+NOT_RECIPE = {"hparams_search", "experiment", "debug"}
 
 
 def write_search_outputs(study: optuna.Study, sweep_dir: Path, metric: str, storage: str) -> None:
@@ -71,7 +73,7 @@ def write_best_recipe(sweep_dir: Path, best: FrozenTrial, metric: str) -> Path:
     choices = {
         group: option
         for group, option in best.user_attrs.get("choices", {}).items()
-        if not group.startswith("hydra/") and group not in NOT_RECIPE
+        if not group.startswith("hydra/") and group not in NOT_RECIPE and option is not None
     }
     values = OmegaConf.create()
     for override in OverridesParser.create().parse_overrides(best.user_attrs.get("overrides", [])):
