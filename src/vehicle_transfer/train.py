@@ -23,7 +23,8 @@ from vehicle_transfer.runs.cross_validation import cross_validate
 from vehicle_transfer.runs.failures import report_user_errors, user_error
 from vehicle_transfer.runs.fitting import fit
 from vehicle_transfer.runs.lr_find import with_found_lr
-from vehicle_transfer.runs.resume import completed, resumable
+from vehicle_transfer.runs.ranks import is_rank_zero, refuse_relaunching_in_sweeps
+from vehicle_transfer.runs.resume import completed, resumable, resumed_if_requeued
 from vehicle_transfer.sweeps.objective import check_objective, objective_value
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the s
 def train(cfg: DictConfig) -> dict:
     """Train per `cfg`; returns the metrics also written to <output_dir>/metrics.json. Resuming a finished run
     changes nothing and returns its metrics."""
+    cfg = resumed_if_requeued(cfg)
     if cfg.get("resume") and (done := completed(Path(cfg.paths.output_dir))) is not None:
         log.info("%s is complete (its metrics.json exists): nothing to resume", cfg.paths.output_dir)
         return done
@@ -51,6 +53,7 @@ def main(cfg: DictConfig) -> float | None:
     if cfg.get("keep_freed_memory"):
         keep_freed_memory()
     check_objective(cfg)
+    refuse_relaunching_in_sweeps(cfg)
     print_config_tree(cfg)
     try:
         metrics = train(cfg)
@@ -67,6 +70,8 @@ def main(cfg: DictConfig) -> float | None:
         if user_error(error) is None and resumable(Path(cfg.paths.output_dir)):
             log.error("the run failed. %s", resume_hint(cfg))
         raise
+    if not is_rank_zero():
+        return None  # under DDP rank 0 tests and reports
     print_summary(cfg, metrics)
     return objective_value(cfg, metrics)  # what a Hydra sweeper optimises
 

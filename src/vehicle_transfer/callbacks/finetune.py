@@ -17,6 +17,7 @@ import logging
 
 import lightning as L
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,8 @@ class FinetuneSchedule(L.Callback):
         trainable = sum(p.numel() for p in pl_module.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in pl_module.parameters() if not p.requires_grad)
         if (trainable, frozen) != self._counts:
-            log.info("epoch %d: %d trainable, %d frozen parameters", epoch, trainable, frozen)
+            if rank_zero_only.rank == 0:  # under DDP, once
+                log.info("epoch %d: %d trainable, %d frozen parameters", epoch, trainable, frozen)
             if pl_module.logger is not None:
                 pl_module.logger.log_metrics(
                     {"finetune/trainable_params": trainable, "finetune/frozen_params": frozen},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.syntax import Syntax
@@ -21,5 +22,6 @@ def config_tree(cfg: DictConfig) -> Tree:
     return tree
 
 
+@rank_zero_only  # under DDP, once
 def print_config_tree(cfg: DictConfig, console: Console | None = None) -> None:
     (console or Console()).print(config_tree(cfg))

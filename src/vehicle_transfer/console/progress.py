@@ -47,6 +47,18 @@ class ThroughputRichProgressBar(RichProgressBar):
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
         return with_throughput(super().get_metrics(trainer, pl_module), trainer)
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        sync_epoch_metrics(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+
+
+def sync_epoch_metrics(trainer: L.Trainer) -> None:
+    """Under DDP, reading the epoch's metrics reduces them across ranks (sync_dist): a collective every rank must
+    join. The bar reads them on rank 0 only, before the module's own epoch-end syncs, so every rank reads them here
+    first (later reads are cached), or rank 0 would wait forever."""
+    if trainer.world_size > 1:
+        _ = trainer.progress_bar_metrics
+
 
 class PlainProgressBar(ProgressBar):
     """One log line every `every_s` seconds (epoch, batch i/n, this epoch's mean loss so far, images/s) and one at
@@ -104,6 +116,7 @@ class PlainProgressBar(ProgressBar):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation has run by now (Lightning >= 2.0), so val/* are this epoch's.
+        sync_epoch_metrics(trainer)
         if self._enabled:
             seconds = time.monotonic() - self._epoch_start
             metrics = with_throughput(self.get_metrics(trainer, pl_module), trainer)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 from rich.console import Console
 from rich.panel import Panel
@@ -43,6 +44,7 @@ def summary_rows(cfg: DictConfig, metrics: dict | None, note: str | None = None)
     return rows
 
 
+@rank_zero_only  # under DDP, once
 def print_summary(cfg: DictConfig, metrics: dict | None, note: str | None = None, console: Console | None = None):
     console = console or Console()
     rows = summary_rows(cfg, metrics, note)

@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from vehicle_transfer.data.dataset import FeatureDataset, ImageDataset, SeededEpochSampler
+from vehicle_transfer.data.dataset import FeatureDataset, ImageDataset, SeededEpochSampler, ShardSampler
 from vehicle_transfer.data.device_augment import DeviceAugment, padded_collate
 from vehicle_transfer.data.disk_cache import cache_root
 from vehicle_transfer.data.feature_cache import cached_features
@@ -82,6 +82,7 @@ class CsvImageDataModule(L.LightningDataModule):
         self._features: dict[str, torch.Tensor] = {}  # source -> cached backbone features by position
         self.feature_views = 0  # 1 or 2: batches carry cached backbone features, not images (serve_features)
         self._device_augment: DeviceAugment | None = None
+        self._seed_shared = False  # under DDP, once rank 0's seed is every rank's
 
     # ---- tables -------------------------------------------------------------------------------
     @property
@@ -316,7 +317,13 @@ class CsvImageDataModule(L.LightningDataModule):
             # Untransformed images with their seeds; on_after_batch_transfer augments them on the device.
             self._device_augment = DeviceAugment(dataset.transform)
             dataset, collate = ImageDataset(dataset.images, dataset.positions, dataset.labels), padded_collate
-        sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch) if kind == "train" else None
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if kind == "train":
+            if world > 1 and not self._seed_shared:  # one shuffle for all ranks, each taking its share
+                self.seed, self._seed_shared = self.trainer.strategy.broadcast(self.seed), True
+            sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch, rank, world)
+        else:
+            sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
         workers = self._workers(device)
         return DataLoader(
             dataset,

@@ -3,10 +3,11 @@ that seeds their randomness."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler
 
 
 class ImageDataset(Dataset):
@@ -70,22 +71,43 @@ class FeatureDataset(Dataset):
         return self.features[index, int(mirrored)], self.labels[index]
 
 
-class SeededEpochSampler(Sampler):
-    """Shuffled order and per-sample augmentation seeds drawn from (seed, epoch) alone.
+class SeededEpochSampler(DistributedSampler):
+    """Shuffled order and per-sample augmentation seeds drawn from (seed, epoch) alone, this rank's share of them.
 
     Lightning creates the first training iterator of a fit, fresh or resumed, before any epoch
     hook runs; deriving everything from the epoch number makes a resumed run replay exactly
-    what an uninterrupted one does.
+    what an uninterrupted one does. Under DDP every rank draws the same order (the seed is shared) and takes every
+    `world`-th sample from its `rank`, padded to equal shares as DistributedSampler pads (ranks must run the same
+    number of steps). A DistributedSampler, so Lightning does not wrap it in another.
     """
 
-    def __init__(self, size: int, seed: int, epoch: Callable[[], int]):
-        self.size, self.seed, self.epoch = size, seed, epoch
+    def __init__(self, size: int, seed: int, epoch: Callable[[], int], rank: int = 0, world: int = 1):
+        self.size, self.seed, self.current_epoch, self.rank, self.world = size, seed, epoch, rank, world
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this on DistributedSamplers; the epoch is read from the trainer instead (see above)."""
 
     def __len__(self) -> int:
-        return self.size
+        return math.ceil(self.size / self.world)
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch())
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.current_epoch())
         order = torch.randperm(self.size, generator=generator).tolist()
         seeds = torch.randint(2**62, (self.size,), generator=generator).tolist()
-        return iter(zip(order, seeds, strict=True))
+        pairs = list(zip(order, seeds, strict=True))
+        pairs += pairs[: len(self) * self.world - self.size]  # padding: a few samples twice in this epoch
+        return iter(pairs[self.rank :: self.world])
+
+
+class ShardSampler(DistributedSampler):
+    """Every `world`-th index from `rank`, in order, without padding: across the ranks of a DDP run, each image of
+    a validation epoch exactly once (Lightning's own DistributedSampler repeats some to even the shares)."""
+
+    def __init__(self, size: int, rank: int, world: int):
+        self.size, self.rank, self.world = size, rank, world
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.size, self.world))
+
+    def __iter__(self):
+        return iter(range(self.rank, self.size, self.world))

@@ -153,7 +153,16 @@ class ImageClassifier(L.LightningModule):
             self.test_probabilities.append(probs.cpu())
         if stage in self.confusion:
             self.confusion[stage].update(probs, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(labels))
+        # sync_dist: under DDP every rank logs (and checkpoints by) the mean over all ranks' images.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(labels),
+            sync_dist=True,
+        )
         shown = batch[2] if len(batch) > 2 else images if images.ndim == 4 else None
         return {"loss": loss, "inputs": shown, "targets": targets.detach(), "probs": probs}
 
@@ -177,7 +186,7 @@ class ImageClassifier(L.LightningModule):
         values = self._log_epoch("val")
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(values["val/acc"])
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_start(self):
         self.test_probabilities = []
@@ -189,7 +198,7 @@ class ImageClassifier(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         values = metrics.compute()
         metrics.reset()
-        self.log_dict(values, prog_bar=stage == "val")
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)  # torchmetrics synced them: equal on all ranks
         if stage in self.confusion:
             matrix = self.confusion[stage].compute().tolist()
             self.confusion[stage].reset()

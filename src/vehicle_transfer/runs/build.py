@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from vehicle_transfer.runs.checkpoints import AtomicCheckpointIO
@@ -19,11 +22,15 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **ove
     """`first_callbacks` run before the configured ones (the finetune schedule: others then see its state);
     `overrides` replace trainer options of the config."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    plugins = [AtomicCheckpointIO()]
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect():
+        # submitit requeues a preempted or timed-out job (hydra/launcher=slurm); Lightning must not requeue it too.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     return instantiate(
         cfg.trainer,
         callbacks=list(first_callbacks) + callbacks,
         logger=build_loggers(cfg) or False,
-        plugins=[AtomicCheckpointIO()],
+        plugins=plugins,
         **overrides,
     )
 

@@ -20,6 +20,7 @@ from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.fitting import fit, refuse_meaningless
 from vehicle_transfer.runs.hparams import record_session
 from vehicle_transfer.runs.outputs import TEST_PREDICTIONS_FILE, write_metrics
+from vehicle_transfer.runs.ranks import is_rank_zero
 from vehicle_transfer.runs.resume import CONFIG_FILE, LAST_CHECKPOINT, completed, require_same_config
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,9 @@ def cross_validate(cfg: DictConfig) -> dict:
         require_same_config(output_dir / CONFIG_FILE, cfg)
     refuse_meaningless(cfg)
     instantiate(cfg.data, fold=0).check_folds()
-    write_atomically(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
-    write_json(output_dir / ENVIRONMENT_FILE, environment())
+    if is_rank_zero():
+        write_atomically(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(output_dir / ENVIRONMENT_FILE, environment())
     results = []
     for fold in range(cfg.data.folds):
         fold_dir = output_dir / f"fold_{fold}"
@@ -54,6 +56,8 @@ def cross_validate(cfg: DictConfig) -> dict:
                 fold_cfg.resume = None  # this fold had not finished an epoch: start it again
         log.info("fold %d of %d: %s", fold + 1, cfg.data.folds, fold_dir)
         results.append(fit(fold_cfg, restart=restart))
+    if not is_rank_zero():
+        return {}  # under DDP rank 0 summarises
     pool_fold_predictions(output_dir, cfg.data.folds)
     metrics = summarise_folds(results)
     record_session(build_loggers(cfg), cfg, metrics, step=0, fold="mean")

@@ -18,6 +18,7 @@ from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.feature_mode import feature_views
 from vehicle_transfer.runs.hparams import record_session
 from vehicle_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
+from vehicle_transfer.runs.ranks import is_rank_zero
 from vehicle_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     """Train on one split; `restart` reuses a dir whose earlier attempt never finished an epoch."""
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resume_checkpoint(cfg, output_dir, restart)
+    rank_zero = is_rank_zero()
+    # Under DDP Lightning re-runs the command in the other ranks, in the dir rank 0 has made (its hydra.run.dir).
+    ckpt_path = resume_checkpoint(cfg, output_dir, restart or not rank_zero)
     refuse_meaningless(cfg)
     resolved = OmegaConf.to_yaml(cfg, resolve=True)  # the run's config, as resume compares it
     seed_run(cfg)
@@ -80,17 +83,24 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         first_callbacks=[instantiate(cfg.finetune.callback)],
         **({} if datamodule.validates else {"limit_val_batches": 0, "num_sanity_val_steps": 0}),
     )
-    # Written once nothing was refused: a refused run leaves no dir that looks like a run's.
-    write_atomically(output_dir / CONFIG_FILE, resolved)
-    write_json(output_dir / ENVIRONMENT_FILE, environment())
-    datamodule.save_split(output_dir)
+    if rank_zero:  # written once nothing was refused: a refused run leaves no dir that looks like a run's
+        write_atomically(output_dir / CONFIG_FILE, resolved)
+        write_json(output_dir / ENVIRONMENT_FILE, environment())
+        datamodule.save_split(output_dir)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    if trainer.world_size > 1 and torch.distributed.is_initialized():
+        # Done with the other ranks: metrics computed from here on (the test's) must not wait to sync with them.
+        torch.distributed.destroy_process_group()
+    if not trainer.is_global_zero:
+        return {}  # rank 0 tests the best checkpoint and writes the outputs
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
-        metrics |= scalar_metrics(trainer.callback_metrics)
+        # On one device: a DDP test would shard the images and repeat some to even the shares.
+        tester = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto") if trainer.world_size > 1 else trainer
+        tester.test(model, datamodule=datamodule, ckpt_path=best or None)
+        metrics |= scalar_metrics(tester.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
         save_test_predictions(output_dir, cfg.data, datamodule.test_table, model.test_probabilities)
     metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
@@ -108,6 +118,9 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
 
 def device_name(trainer) -> str:
     device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{device.type} ({torch.get_num_threads()} threads)"
+    )
+    return f"{trainer.world_size} x {name}" if trainer.world_size > 1 else name

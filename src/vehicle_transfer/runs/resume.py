@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vehicle_transfer.errors import UserError
 from vehicle_transfer.runs.checkpoints import require_checkpoint
 from vehicle_transfer.runs.outputs import METRICS_FILE
+
+log = logging.getLogger(__name__)
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 CONFIG_FILE = "config.yaml"  # the resolved config a run started with
@@ -29,11 +33,31 @@ def resumable(run_dir: Path) -> bool:
     )
 
 
+def resumed_if_requeued(cfg: DictConfig) -> DictConfig:
+    """A SLURM job started again after preemption or its time limit (SLURM_RESTART_COUNT; submitit requeues it with
+    the same arguments) continues the run in its dir, as resume=<its dir> would; the first attempt is left as is
+    when no epoch of it finished."""
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume") or not requeued() or not resumable(output_dir):
+        return cfg
+    log.info("requeued SLURM job (restart %s): continuing %s", os.environ["SLURM_RESTART_COUNT"], output_dir)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.resume = str(output_dir)
+    return cfg
+
+
+def requeued() -> bool:
+    return int(os.environ.get("SLURM_RESTART_COUNT", "0")) > 0
+
+
 def resume_checkpoint(cfg: DictConfig, output_dir: Path, restart: bool = False) -> str | None:
     """ckpt_path, or with `resume` the run dir's last.ckpt. A fresh run refuses a dir that holds another run,
-    unless `restart`: an attempt that never finished an epoch (cross-validation restarts such a fold)."""
+    unless `restart`: an attempt that never finished an epoch (cross-validation restarts such a fold; so does a
+    requeued SLURM job)."""
     if not cfg.get("resume"):
-        if not restart and ((output_dir / CONFIG_FILE).is_file() or (output_dir / "checkpoints").is_dir()):
+        taken = (output_dir / CONFIG_FILE).is_file() or (output_dir / "checkpoints").is_dir()
+        if taken and not restart and not requeued():  # a requeued job whose first attempt finished no epoch restarts
             raise UserError(
                 f"{output_dir} already holds a run: continue it with resume={output_dir}, or choose another "
                 "hydra.run.dir (by default every run gets a new one)."

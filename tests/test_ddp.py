@@ -1,0 +1,91 @@
+"""DDP on the CPU (trainer=ddp_sim: 2 processes over gloo), run as users run it, through the entry point: every
+finetune strategy trains, rank 0 alone writes, the test covers every validation image once and equals a
+single-process eval of the same checkpoint; sweeps refuse the script-relaunching launcher and run with spawn;
+SIGTERM stops every rank and resume= continues exactly. Slow: each run starts several processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.helpers.configs import compose_config
+from tests.helpers.files import read_csv
+from vehicle_transfer import PROJECT_ROOT
+from vehicle_transfer.eval import evaluate
+
+pytestmark = pytest.mark.slow
+
+# timm's test_efficientnet (stages, BatchNorm) from scratch, 32 px, on the made-up images.
+SMALL = ["trainer=ddp_sim", "model.backbone=timm/test_efficientnet", "model.pretrained=false", "model.image_size=32"]
+
+
+def run(*overrides: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "vehicle_transfer.train", *overrides]
+    return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=check, timeout=600, **kwargs)
+
+
+def names_tested(run_dir) -> list[str]:
+    return [row["image_names"] for row in read_csv(run_dir / "test_predictions.csv")]
+
+
+@pytest.mark.parametrize(
+    "finetune",
+    [
+        ["finetune=frozen", "data.augment=none"],  # cached features, each rank reading the one cache entry
+        ["finetune=full"],
+        ["finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "callbacks=ema"],
+        ["finetune=gradual", "finetune.unfreeze_at_epochs=[1,2]"],
+    ],
+    ids=["frozen", "full", "freeze_unfreeze_ema", "gradual"],
+)
+def test_each_finetune_strategy_trains_and_tests_every_image_once(made_up_data, tmp_path, finetune):
+    run_dir = tmp_path / "run"
+    data = f"data.root={made_up_data.root}"
+    run(*SMALL, data, "trainer.max_epochs=3", *finetune, f"hydra.run.dir={run_dir}")
+    validated = [row["image_names"] for row in read_csv(run_dir / "val_split.csv")]
+    assert sorted(names_tested(run_dir)) == sorted(validated) and len(set(validated)) == len(validated)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["best_ckpt"].endswith("best.ckpt")
+    # Rank 1 trained too (its own log), but wrote no outputs.
+    rank1 = (run_dir / "train_ddp_process_1.log").read_text()
+    assert "metrics written" not in rank1 and "metrics written" in (run_dir / "train.log").read_text()
+    single = evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={metrics['best_ckpt']}", data]))
+    assert single["test/acc"] == metrics["test/acc"]
+    assert single["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
+
+
+def test_a_sweep_refuses_ddp_that_relaunches_the_script_and_runs_with_spawn(made_up_data, tmp_path):
+    common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=1", "seed=1,2"]
+    refused = run("-m", *common, f"hydra.sweep.dir={tmp_path / 'popen'}", check=False)
+    assert refused.returncode == 1 and "every rank would start the sweep again" in refused.stderr
+    assert not list((tmp_path / "popen").glob("*/checkpoints"))  # nothing trained
+    run("-m", *common, "trainer.strategy.start_method=spawn", f"hydra.sweep.dir={tmp_path / 'spawn'}")
+    for job in ("0", "1"):
+        job_dir = tmp_path / "spawn" / job
+        validated = [row["image_names"] for row in read_csv(job_dir / "val_split.csv")]
+        assert sorted(names_tested(job_dir)) == sorted(validated)
+
+
+def test_sigterm_stops_every_rank_and_resume_continues_exactly(made_up_data, tmp_path):
+    common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=4", "finetune.unfreeze_at_epochs=[1]"]
+    run(*common, f"hydra.run.dir={tmp_path / 'whole'}")
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "vehicle_transfer.train", *common, f"hydra.run.dir={killed}"]
+    process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "last.ckpt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGTERM)  # rank 0; Lightning passes it on to rank 1
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
+    assert not (killed / "metrics.json").exists()
+    run(*common, f"hydra.run.dir={killed}", f"resume={killed}")
+    whole, resumed = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", killed))
+    timings = {"wall_time_s", "train/images_per_s", "train/data_wait_share", "best_ckpt"}
+    assert {k: v for k, v in resumed.items() if k not in timings} == {
+        k: v for k, v in whole.items() if k not in timings
+    }

@@ -1,0 +1,66 @@
+"""Sweeps through hydra-submitit-launcher (hydra/launcher=local runs each job in its own process, as SLURM would),
+the SLURM launcher config tied to the trainer's devices, and a requeued SLURM job continuing its run dir."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from tests.helpers.configs import QUICK
+from tests.helpers.files import read_csv
+from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
+
+# QUICK without the in-process tweaks, as a command line.
+COMMAND = [sys.executable, "-m", "vehicle_transfer.train", *QUICK]
+
+
+def test_a_two_job_sweep_through_submitit_local_completes_both_runs(made_up_data, tmp_path):
+    sweep = tmp_path / "sweep"
+    overrides = ["hydra/launcher=local", f"data.root={made_up_data.root}", "seed=1,2", f"hydra.sweep.dir={sweep}"]
+    command = [*COMMAND[:3], "-m", *COMMAND[3:], *overrides]  # -m before the overrides
+    subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=600)
+    for job in ("0", "1"):
+        metrics = json.loads((sweep / job / "metrics.json").read_text())
+        assert metrics["epochs"] == 1 and (sweep / job / "checkpoints" / "best.ckpt").is_file()
+        assert len(read_csv(sweep / job / "test_predictions.csv")) == len(read_csv(sweep / job / "val_split.csv"))
+    assert json.loads((sweep / "summary.json").read_text())["ok"] == 2
+    assert list((sweep / ".submitit").iterdir())  # submitit's own job records
+
+
+def test_the_slurm_launcher_gives_one_task_per_device():
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(
+            "train",
+            ["hydra/launcher=slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2"],
+            return_hydra_config=True,
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher.tasks_per_node == launcher.gpus_per_node == 4 and launcher.nodes == 2
+    assert launcher.max_num_timeout > 0 and launcher._target_.endswith("SlurmLauncher")
+
+
+@pytest.mark.slow  # three training processes
+def test_a_requeued_slurm_job_continues_its_run_dir(made_up_data, tmp_path):
+    args = [*COMMAND, f"data.root={made_up_data.root}", "trainer.max_epochs=3", "model.image_size=48"]
+    subprocess.run([*args, f"hydra.run.dir={tmp_path / 'whole'}"], cwd=PROJECT_ROOT, check=True, capture_output=True)
+    run_dir = tmp_path / "preempted"
+    first = subprocess.Popen([*args, f"hydra.run.dir={run_dir}"], cwd=PROJECT_ROOT, stderr=subprocess.DEVNULL)
+    while not (run_dir / "checkpoints" / "last.ckpt").is_file() and first.poll() is None:
+        time.sleep(0.1)
+    os.kill(first.pid, signal.SIGTERM)  # SLURM's preemption signal
+    assert first.wait(timeout=120) == 128 + signal.SIGTERM
+    again = [*args, f"hydra.run.dir={run_dir}"]  # the same command, as submitit requeues it
+    refused = subprocess.run(again, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert refused.returncode == 1 and "already holds a run" in refused.stderr  # not a requeued job
+    env = os.environ | {"SLURM_RESTART_COUNT": "1"}
+    subprocess.run(again, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True)
+    whole, resumed = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "whole", run_dir))
+    timings = {"wall_time_s", "train/images_per_s", "train/data_wait_share", "best_ckpt"}
+    assert {k: v for k, v in resumed.items() if k not in timings} == {
+        k: v for k, v in whole.items() if k not in timings
+    }
