@@ -1,5 +1,7 @@
 """scripts/benchmark.py writes every figure it promises (its timings are the script's to report, not a test's)."""
 
+import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -8,6 +10,10 @@ import pytest
 import torch
 
 from vehicle_transfer import PROJECT_ROOT
+
+spec = importlib.util.spec_from_file_location("benchmark_script", PROJECT_ROOT / "scripts" / "benchmark.py")
+benchmark_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark_script)
 
 
 def benchmark(tmp_path, *arguments: str) -> dict:
@@ -34,6 +40,18 @@ def test_loader_scale_and_gpu_figures(made_up_data, tmp_path):
     if not torch.cuda.is_available():
         assert "no CUDA device" in results["gpu"]["skipped"]
     assert (results["environment"]["python"]) and "benchmark.py" in results["command"]
+
+
+def test_the_gpu_runs_compose_here(tmp_path):
+    """The gpu part runs only on a GPU: each of its runs' overrides must compose on any machine."""
+    args = argparse.Namespace(gpu_epochs=2, overrides=["data.batch_size=64"])
+    runs = benchmark_script.gpu_runs(args, tmp_path)
+    configs = {name: benchmark_script.train_config(overrides) for name, overrides in runs.items()}
+    assert [cfg.trainer.precision for cfg in configs.values()] == ["32-true", "bf16-mixed", "bf16-mixed"]
+    assert [cfg.model.compile for cfg in configs.values()] == [False, False, True]
+    for cfg in configs.values():
+        assert cfg.trainer.accelerator == "gpu" and cfg.trainer.max_epochs == 2 and cfg.data.batch_size == 64
+        assert cfg.callbacks.train_throughput.synchronize is True
 
 
 @pytest.mark.slow  # two training runs of EfficientNet-Lite0

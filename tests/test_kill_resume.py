@@ -1,7 +1,6 @@
 """Runs killed by real signals resume in place and end exactly as an uninterrupted run (slow: subprocesses on the
 real data); reruns reproduce (the baseline CNN on made-up data: fast; the default model on the real data: slow)."""
 
-import json
 import os
 import signal
 import subprocess
@@ -11,6 +10,7 @@ import lightning as L
 import pytest
 
 from tests.helpers.configs import SHARED_DATA, TINY, compose_config
+from tests.helpers.files import metrics_without_timings, without_timings
 from vehicle_transfer.train import train
 
 RUN = [o for o in TINY if not o.startswith("logger")] + [
@@ -20,7 +20,6 @@ RUN = [o for o in TINY if not o.startswith("logger")] + [
     "trainer.max_epochs=3",
     f"data.root={SHARED_DATA}",
 ]
-TIMINGS = {"wall_time_s", "train/images_per_s", "train/data_wait_share"}  # measured durations differ between runs
 
 
 class KillAt(L.Callback):
@@ -39,19 +38,11 @@ def run(run_dir, *extra):
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
-def without_timings(values: dict) -> dict:
-    return {k: v for k, v in values.items() if k not in TIMINGS | {"best_ckpt"}}
-
-
-def metrics(run_dir) -> dict:
-    return without_timings(json.loads((run_dir / "metrics.json").read_text()))
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     reference = tmp_path_factory.mktemp("uninterrupted")
     assert run(reference).returncode == 0
-    return metrics(reference)
+    return metrics_without_timings(reference)
 
 
 @pytest.mark.parametrize(
@@ -72,7 +63,7 @@ def test_killed_run_resumes_in_place_to_the_same_metrics(tmp_path, uninterrupted
     assert not list((killed / "checkpoints").glob(".*partial"))  # no half-written checkpoint left behind
     resumed = run(killed, *kill, f"resume={killed}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert metrics(killed) == uninterrupted
+    assert metrics_without_timings(killed) == uninterrupted
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Training images per second: time spent in training batches and loading them, not in validation.
 
-The one source of the figure: metrics.json gets the whole fit's (train/images_per_s), the console's progress bars
-show the current epoch's (`current_images_per_s`), which moves when the backbone unfreezes. Also in metrics.json:
+The one source of the figure: metrics.json gets the whole fit's (train/images_per_s) and the last epoch's
+(train/last_epoch_images_per_s: after warm-up, autotuning and compilation), the console's progress bars show the
+current epoch's (`current_images_per_s`), which moves when the backbone unfreezes. Also in metrics.json:
 train/data_wait_share, the share of that time between one batch's end and the next one's start (fetching,
 transferring and device augmentation: the input pipeline), and on a GPU train/peak_gpu_memory_mb.
 
@@ -45,6 +46,8 @@ class TrainThroughput(L.Callback):
         if self.seconds > 0:
             pl_module.log("train/images_per_s", self.images / self.seconds)
             pl_module.log("train/data_wait_share", self.waiting / self.seconds)
+        if self.epoch_seconds > 0:
+            pl_module.log("train/last_epoch_images_per_s", self.epoch_images / self.epoch_seconds)
         if pl_module.device.type == "cuda":
             pl_module.log("train/peak_gpu_memory_mb", torch.cuda.max_memory_allocated(pl_module.device) / 2**20)
 

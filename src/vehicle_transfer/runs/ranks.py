@@ -30,7 +30,7 @@ def refuse_relaunching_in_sweeps(cfg: DictConfig) -> None:
             "trainer strategy ddp starts its other ranks by re-running the command line, so inside a multirun (-m, "
             "hparams_search, scripts/reproduce.py) every rank would start the sweep again. Use "
             "trainer.strategy.start_method=spawn (trainer=ddp or ddp_sim) for sweeps on one machine, or "
-            "hydra/launcher=submitit_slurm with tasks_per_node = trainer.devices (SLURM starts the ranks)."
+            "hydra/launcher=slurm (SLURM starts the ranks: tasks_per_node follows trainer.devices)."
         )
 
 
