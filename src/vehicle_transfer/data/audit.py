@@ -111,10 +111,10 @@ def _inspect(image_dir: Path, names: set[str], perceptual: bool) -> dict[str, Fi
     paths = {name: image_dir / name for name in sorted(names) if name and (image_dir / name).is_file()}
     infos = {name: FileInfo(content_hash(path)) for name, path in paths.items()}
     # The training decoder itself says what it cannot read; a tiny target size keeps memory small.
-    images, errors = decode_all(list(paths.values()), image_size=8, threads=2)
-    failed = [name for name, image in zip(paths, images, strict=True) if image is None]
-    for name, line in zip(failed, errors, strict=True):
-        infos[name].error = line.removeprefix(f"{paths[name]}: ")
+    _, failed = decode_all(list(paths.values()), image_size=8, threads=2)
+    names = list(paths)
+    for position, line in failed.items():
+        infos[names[position]].error = line.removeprefix(f"{paths[names[position]]}: ")
 
     def describe(name: str) -> None:
         info = infos[name]

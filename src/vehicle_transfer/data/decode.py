@@ -106,9 +106,11 @@ def decode_each(paths: list[Path], image_size: int, threads: int = 4, chunk: int
             yield from pool.map(load, paths[start : start + chunk])
 
 
-def decode_all(paths: list[Path], image_size: int, threads: int = 4) -> tuple[list[torch.Tensor | None], list[str]]:
-    """Every image decoded into memory: the images (None where decoding failed) and one "path: reason" line per
-    failure."""
+def decode_all(
+    paths: list[Path], image_size: int, threads: int = 4
+) -> tuple[list[torch.Tensor | None], dict[int, str]]:
+    """Every image decoded into memory: the images (None where decoding failed) and {position: "path: reason"} of
+    the failures."""
     results = list(decode_each(paths, image_size, threads))
-    bad = [r for r in results if isinstance(r, str)]
-    return [None if isinstance(r, str) else r for r in results], bad
+    failed = {i: r for i, r in enumerate(results) if isinstance(r, str)}
+    return [None if isinstance(r, str) else r for r in results], failed

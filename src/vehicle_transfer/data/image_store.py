@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vehicle_transfer.data.decode import CACHE_SCALE, DECODER_VERSION, decode_each
+from vehicle_transfer.data.decode import CACHE_SCALE, DECODER_VERSION, decode_all, decode_each
 from vehicle_transfer.data.disk_cache import cached_entry, digest
 from vehicle_transfer.files import write_json
 
@@ -68,9 +68,7 @@ def load_images(
     `hashes` and the size; without it they are decoded into memory (None where decoding failed).
     """
     if cache_root is None:
-        results = list(decode_each(paths, image_size))
-        failed = {i: r for i, r in enumerate(results) if isinstance(r, str)}
-        return [None if isinstance(r, str) else r for r in results], failed
+        return decode_all(paths, image_size)
     key = {
         "images": digest(list(zip(names, hashes))),
         "count": len(names),
