@@ -10,6 +10,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
+from vehicle_transfer.callbacks.sigterm import StopTogetherOnSigterm
 from vehicle_transfer.runs.checkpoints import AtomicCheckpointIO
 
 
@@ -22,6 +23,7 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **ove
     """`first_callbacks` run before the configured ones (the finetune schedule: others then see its state);
     `overrides` replace trainer options of the config."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
+    callbacks.append(StopTogetherOnSigterm())
     plugins = [AtomicCheckpointIO()]
     if os.environ.get("SUBMITIT_EXECUTOR") == "slurm" and SLURMEnvironment.detect():
         # submitit requeues a preempted or timed-out job (hydra/launcher=slurm); Lightning must not requeue it too.
