@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate
 
+from vehicle_transfer.data.dataset import transform_seeded
+
 
 def padded_collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, ...]:
     """(images, labels, seeds, sizes): images of different sizes padded to the largest of the batch, each true
@@ -31,9 +33,5 @@ class DeviceAugment:
 
     def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels, seeds, sizes = batch
-        augmented = []
-        with torch.random.fork_rng(devices=[]):
-            for image, seed, (height, width) in zip(images, seeds.tolist(), sizes.tolist()):
-                torch.default_generator.manual_seed(seed)
-                augmented.append(self.transform(image[:, :height, :width]))
-        return torch.stack(augmented), labels
+        unpadded = (image[:, :height, :width] for image, (height, width) in zip(images, sizes.tolist()))
+        return torch.stack(transform_seeded(self.transform, unpadded, seeds.tolist())), labels

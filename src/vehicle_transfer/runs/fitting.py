@@ -92,7 +92,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         # Done with the other ranks: metrics computed from here on (the test's) must not wait to sync with them.
         torch.distributed.destroy_process_group()
-    if not trainer.is_global_zero:
+    if not rank_zero:
         return {}  # rank 0 tests the best checkpoint and writes the outputs
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
