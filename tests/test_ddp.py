@@ -1,8 +1,8 @@
 """DDP on the CPU (trainer=ddp_sim: 2 processes over gloo), run as users run it, through the entry point: every
 finetune strategy trains, rank 0 alone writes, the test covers every validation image once and equals a
-single-process eval of the same checkpoint; sweeps refuse the script-relaunching launcher and run with spawn;
-SIGTERM to any rank stops every rank at one batch and resume= continues exactly. Slow: each run starts several
-processes."""
+single-process eval of the same checkpoint; cross-validation fits every fold in the same ranks; sweeps refuse the
+script-relaunching launcher and run with spawn; SIGTERM to any rank stops every rank at one batch and resume=
+continues exactly. Slow: each run starts several processes."""
 
 import json
 import os
@@ -58,6 +58,17 @@ def test_each_finetune_strategy_trains_and_tests_every_image_once(made_up_data, 
     single = evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={metrics['best_ckpt']}", data]))
     assert single["test/acc"] == metrics["test/acc"]
     assert single["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
+
+
+def test_cross_validation_fits_every_fold_in_the_same_ranks(made_up_data, tmp_path):
+    # The ranks live on from one fold's fit to the next: each fit's process group must give way to the next one's.
+    run_dir = tmp_path / "run"
+    run(*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=1", "data.folds=2", f"hydra.run.dir={run_dir}")
+    predicted = [row["image_names"] for row in read_csv(run_dir / "oof_predictions.csv")]
+    validated = [row["image_names"] for fold in (0, 1) for row in read_csv(run_dir / f"fold_{fold}" / "val_split.csv")]
+    assert sorted(predicted) == sorted(validated) and len(set(predicted)) == made_up_data.rows
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["fold_ckpts"]) == 2 and metrics["device"].startswith("2 x ")
 
 
 def test_a_sweep_refuses_ddp_that_relaunches_the_script_and_runs_with_spawn(made_up_data, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from pathlib import Path
@@ -91,7 +92,10 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.world_size > 1 and torch.distributed.is_initialized():
         # Done with the other ranks: metrics computed from here on (the test's) must not wait to sync with them.
+        # The group's store, served by rank 0 on MASTER_PORT, outlives it in reference cycles until collected; the
+        # next fit in these processes (the next fold) would then rendezvous through the old store and hang.
         torch.distributed.destroy_process_group()
+        gc.collect()
     if not rank_zero:
         return {}  # rank 0 tests the best checkpoint and writes the outputs
     metrics = scalar_metrics(trainer.callback_metrics)
