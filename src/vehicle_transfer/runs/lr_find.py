@@ -29,6 +29,7 @@ from vehicle_transfer.errors import ConfigError, UserError
 from vehicle_transfer.files import write_atomically, write_json
 from vehicle_transfer.runs.build import build_loggers, seed_run
 from vehicle_transfer.runs.fitting import refuse_meaningless
+from vehicle_transfer.runs.ranks import is_rank_zero
 from vehicle_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,9 @@ def find_lr(cfg: DictConfig) -> dict:
         "lr": lrs,
         "loss": losses,
     }
-    _save_plot(cfg, result, suggestion, output_dir)
-    write_json(output_dir / LR_FIND_JSON, found)
+    if is_rank_zero():  # under DDP every rank holds rank 0's curve (Lightning broadcasts it): written once
+        _save_plot(cfg, result, suggestion, output_dir)
+        write_json(output_dir / LR_FIND_JSON, found)
     log.info("lr_find: suggests %s (%s)", found["override"], output_dir / LR_FIND_PNG)
     return found
 
