@@ -58,6 +58,10 @@ def test_each_finetune_strategy_trains_and_tests_every_image_once(made_up_data, 
     single = evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={metrics['best_ckpt']}", data]))
     assert single["test/acc"] == metrics["test/acc"]
     assert single["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
+    # eval given the DDP trainer tests on one device as well: every image once, the same metrics.
+    ddp_eval = [f"ckpt_path={metrics['best_ckpt']}", data, "trainer=ddp_sim"]
+    assert evaluate(compose_config("eval", tmp_path / "eval_ddp", ddp_eval)) == single
+    assert sorted(names_tested(tmp_path / "eval_ddp")) == sorted(validated)
 
 
 def test_cross_validation_fits_every_fold_in_the_same_ranks(made_up_data, tmp_path):

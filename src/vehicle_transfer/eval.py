@@ -15,7 +15,7 @@ from vehicle_transfer import CONFIG_DIR
 from vehicle_transfer.data.datamodule import VAL_SPLIT_FILE
 from vehicle_transfer.files import write_json
 from vehicle_transfer.paths import from_project_root
-from vehicle_transfer.runs.build import build_trainer, seed_run
+from vehicle_transfer.runs.build import build_tester, seed_run
 from vehicle_transfer.runs.checkpoints import load_checkpoint
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.failures import report_user_errors
@@ -33,7 +33,7 @@ def evaluate(cfg: DictConfig) -> dict:
         datamodule.check_split()
     output_dir = Path(cfg.paths.output_dir)
     write_json(output_dir / ENVIRONMENT_FILE, environment())
-    trainer = build_trainer(cfg)
+    trainer = build_tester(cfg)
     trainer.test(model, datamodule=datamodule)
     metrics = scalar_metrics(trainer.callback_metrics)
     metrics |= {

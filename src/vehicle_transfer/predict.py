@@ -20,7 +20,7 @@ from vehicle_transfer.errors import UserError
 from vehicle_transfer.files import write_json
 from vehicle_transfer.models.classifier import ImageClassifier
 from vehicle_transfer.models.onnx_model import OnnxClassifier
-from vehicle_transfer.runs.build import build_trainer
+from vehicle_transfer.runs.build import build_tester
 from vehicle_transfer.runs.checkpoints import checkpoint_paths, load_model
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.failures import report_user_errors
@@ -36,7 +36,7 @@ def predict(cfg: DictConfig) -> Path:
         raise UserError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
     datamodule = instantiate(cfg.data, image_size=sizes[0])
     write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
-    trainer = build_trainer(cfg)
+    trainer = build_tester(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
     probs = torch.stack([probabilities(m, trainer, datamodule) for m in models]).mean(0).numpy()
     output = write_predictions(

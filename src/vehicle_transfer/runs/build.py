@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import lightning as L
@@ -12,6 +13,8 @@ from omegaconf import DictConfig
 
 from vehicle_transfer.callbacks.sigterm import StopTogetherOnSigterm
 from vehicle_transfer.runs.checkpoints import AtomicCheckpointIO
+
+log = logging.getLogger(__name__)
 
 
 def seed_run(cfg: DictConfig) -> None:
@@ -35,6 +38,17 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **ove
         plugins=plugins,
         **overrides,
     )
+
+
+def build_tester(cfg: DictConfig) -> L.Trainer:
+    """A trainer on one device of the configured accelerator, for testing and predicting: every image once, in order
+    (a DDP test would shard the images and repeat some to even the shares); one device is enough for either."""
+    devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
+    if (isinstance(devices, int) and devices > 1) or nodes > 1:
+        log.info(
+            "testing and predicting on one device (trainer.devices=%s, num_nodes=%s apply to fitting)", devices, nodes
+        )
+    return build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
 
 
 def build_loggers(cfg: DictConfig) -> list[Logger]:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vehicle_transfer.data.audit import duplicate_summary
 from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.files import write_atomically, write_json
-from vehicle_transfer.runs.build import build_trainer, seed_run
+from vehicle_transfer.runs.build import build_tester, build_trainer, seed_run
 from vehicle_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from vehicle_transfer.runs.feature_mode import feature_views
 from vehicle_transfer.runs.hparams import record_session
@@ -101,8 +101,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if cfg.get("test"):
-        # On one device: a DDP test would shard the images and repeat some to even the shares.
-        tester = build_trainer(cfg, devices=1, num_nodes=1, strategy="auto") if trainer.world_size > 1 else trainer
+        tester = build_tester(cfg) if trainer.world_size > 1 else trainer
         tester.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics |= scalar_metrics(tester.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
