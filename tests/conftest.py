@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,9 +16,17 @@ from tests.helpers.images import add_copies, make_dataset
 from vehicle_transfer.cpu_memory import keep_freed_memory
 
 keep_freed_memory()  # as the entry points do: in-process training runs page-fault less
-# The tests' own disk cache of decoded images and features (shared by this session's tests and the processes they
-# start), never the user's <project>/.cache.
-os.environ["VEHICLE_CACHE_DIR"] = tempfile.mkdtemp(prefix="vehicle_transfer_test_cache_")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_cache_dir() -> Iterator[Path]:
+    """The tests' own disk cache of decoded images and features (shared by this session's tests and the processes
+    they start), never the user's <project>/.cache; removed at the end, since a full run fills it with ~0.7 GB."""
+    folder = Path(tempfile.mkdtemp(prefix="vehicle_transfer_test_cache_"))
+    os.environ["VEHICLE_CACHE_DIR"] = str(folder)
+    yield folder
+    os.environ.pop("VEHICLE_CACHE_DIR", None)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
