@@ -5,7 +5,9 @@ to be, so that broadcast pairs with whatever collective another rank is in (a gr
 barrier) and the ranks can wait on each other for ever: a killed run that never exits. Here, once fitting runs,
 the handler only notes the signal; at the start of each training batch, and when training ends, the ranks add up
 their notes in one all-reduce that every rank makes at that same point, and all of them stop together when any rank
-was signalled (SLURM signals every task, `kill` only rank 0). One process keeps Lightning's handler: nothing to sync.
+was signalled (SLURM signals every task, `kill` only rank 0). That all-reduce runs on a gloo group of CPU tensors:
+one on the GPU would make the host wait for the GPU at every batch (reading the result), and the input pipeline
+would lose its head start. One process keeps Lightning's handler: nothing to sync.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import threading
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class StopTogetherOnSigterm(L.Callback):
     def __init__(self) -> None:
         self.signalled = False
+        self._group = None  # made by every rank at its first vote (the same training batch on all ranks)
 
     def _note(self, signum, frame) -> None:
         self.signalled = True
@@ -33,9 +37,10 @@ class StopTogetherOnSigterm(L.Callback):
     def _stop_if_any_rank_was_signalled(self, trainer: L.Trainer) -> None:
         if trainer.world_size < 2:
             return
-        votes = trainer.strategy.reduce(
-            torch.tensor(float(self.signalled), device=trainer.strategy.root_device), reduce_op="sum"
-        )
+        if self._group is None:
+            self._group = dist.new_group(backend="gloo")
+        votes = torch.tensor(int(self.signalled))
+        dist.all_reduce(votes, group=self._group)
         if votes.item() > 0:
             raise SIGTERMException  # on every rank at once: none is left waiting in a collective
 

@@ -112,9 +112,10 @@ def _inspect(image_dir: Path, names: set[str], perceptual: bool) -> dict[str, Fi
     infos = {name: FileInfo(content_hash(path)) for name, path in paths.items()}
     # The training decoder itself says what it cannot read; a tiny target size keeps memory small.
     _, failed = decode_all(list(paths.values()), image_size=8, threads=2)
-    names = list(paths)
+    decoded_names = list(paths)  # in decode order: `failed` is by position
     for position, line in failed.items():
-        infos[names[position]].error = line.removeprefix(f"{paths[names[position]]}: ")
+        name = decoded_names[position]
+        infos[name].error = line.removeprefix(f"{paths[name]}: ")
 
     def describe(name: str) -> None:
         info = infos[name]
