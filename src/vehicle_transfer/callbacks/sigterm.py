@@ -55,3 +55,8 @@ class StopTogetherOnSigterm(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop_if_any_rank_was_signalled(trainer)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Let the group go with the fit's process group: held here, it would keep rank 0's store alive past
+        # fitting.fit's destroy_process_group, and the next fold's rendezvous in these processes would reach it.
+        self._group = None
