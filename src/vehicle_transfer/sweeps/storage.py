@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from vehicle_transfer.errors import ConfigError
 from vehicle_transfer.runs.failures import in_multirun
@@ -39,9 +39,10 @@ def open_storage(url: str) -> BaseStorage:
     for attempt in range(3):
         try:
             return RDBStorage(url, engine_kwargs=engine_kwargs)
-        except OperationalError:
-            # Workers started together race to create a new database's tables ("table ... already exists"):
-            # the loser opens it again once the winner has made them.
+        except (OperationalError, IntegrityError):
+            # Workers started together race to create a new database: its tables ("table ... already exists") and
+            # its schema revision (alembic's stamp: "UNIQUE constraint failed: alembic_version"). The loser opens
+            # it again once the winner has made them.
             if attempt == 2:
                 raise
             time.sleep(1 + attempt)
