@@ -24,7 +24,7 @@ data: $(VENV)/.installed
 	$(PY) scripts/prepare_data.py $(SOURCE)
 
 train: $(VENV)/.installed | $(DATA)
-	$(PY) -m vehicle_transfer.train $(ARGS)
+	$(PY) -m image_transfer.train $(ARGS)
 
 reproduce: $(VENV)/.installed | $(DATA)
 	$(PY) scripts/reproduce.py --set $(SET) $(ARGS)

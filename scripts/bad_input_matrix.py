@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vehicle_transfer import PROJECT_ROOT, markdown
+from image_transfer import PROJECT_ROOT, markdown
 
 FAST = ["debug=fast_dev_run", "model.image_size=64", "data.batch_size=8", "data.val_fraction=0.25"]
 # A real (short) fit, for the cases that need a checkpoint or a finished run.
@@ -37,7 +37,7 @@ class Case:
     name: str
     args: list[str]
     build: Callable[[Path], object] | None = None  # writes the case's input under its own dir
-    entry: str = "vehicle_transfer.train"  # a module (-m) or a script path
+    entry: str = "image_transfer.train"  # a module (-m) or a script path
     fast: bool = True  # train cases: add FAST
     needs: list[str] = field(default_factory=list)  # shared inputs (a trained run) made once
 
@@ -222,51 +222,49 @@ def cases(inputs: Inputs, tmp: Path) -> Iterator[Case]:
         [data, f"ckpt_path={tmp / 'notes.txt'}"],
         lambda d: (tmp / "notes.txt").write_text("not a checkpoint\n"),
     )
-    yield Case("eval: ckpt_path missing", [data, f"ckpt_path={tmp / 'absent.ckpt'}"], entry="vehicle_transfer.eval")
-    yield Case(
-        "eval: ckpt_path a run dir", [data, f"ckpt_path={run}"], entry="vehicle_transfer.eval", needs=["trained"]
-    )
+    yield Case("eval: ckpt_path missing", [data, f"ckpt_path={tmp / 'absent.ckpt'}"], entry="image_transfer.eval")
+    yield Case("eval: ckpt_path a run dir", [data, f"ckpt_path={run}"], entry="image_transfer.eval", needs=["trained"])
     yield Case(
         "eval: ckpt_path a truncated checkpoint",
         [data, f"ckpt_path={tmp / 'cut.ckpt'}"],
         lambda d: (tmp / "cut.ckpt").write_bytes(Path(ckpt).read_bytes()[:5000]),
-        entry="vehicle_transfer.eval",
+        entry="image_transfer.eval",
         needs=["trained"],
     )
     yield Case(
         "eval: data.class_names with another number of classes",
         [data, f"ckpt_path={ckpt}", "data.class_names=[a,b,c]"],
-        entry="vehicle_transfer.eval",
+        entry="image_transfer.eval",
         needs=["trained"],
     )
     yield Case(
         "predict: source= a folder without images",
         [data, f"ckpt_path={ckpt}", f"source={tmp}/emptydir"],
         lambda d: (tmp / "emptydir").mkdir(),
-        entry="vehicle_transfer.predict",
+        entry="image_transfer.predict",
         needs=["trained"],
     )
     yield Case(
         "predict: source= a csv that does not exist",
         [data, f"ckpt_path={ckpt}", "source=nope.csv"],
-        entry="vehicle_transfer.predict",
+        entry="image_transfer.predict",
         needs=["trained"],
     )
     yield Case(
         "predict: ckpt_path= a file named .onnx that is not one",
         [data, f"ckpt_path={tmp / 'notes.onnx'}"],
         lambda d: (tmp / "notes.onnx").write_text("not a model\n"),
-        entry="vehicle_transfer.predict",
+        entry="image_transfer.predict",
     )
-    yield Case("export: ckpt_path missing", [data, f"ckpt_path={tmp / 'absent.ckpt'}"], entry="vehicle_transfer.export")
+    yield Case("export: ckpt_path missing", [data, f"ckpt_path={tmp / 'absent.ckpt'}"], entry="image_transfer.export")
     yield Case(
         "export: data.class_names with another number of classes",
         [data, f"ckpt_path={ckpt}", "data.class_names=[a,b,c]", f"output={tmp / 'model.onnx'}"],
-        entry="vehicle_transfer.export",
+        entry="image_transfer.export",
         needs=["trained"],
     )
     # ---- the other commands ----------------------------------------------------------------------------------
-    yield Case("audit: data.root missing", [f"data.root={tmp / 'absent'}"], entry="vehicle_transfer.audit")
+    yield Case("audit: data.root missing", [f"data.root={tmp / 'absent'}"], entry="image_transfer.audit")
     prepare = "scripts/prepare_data.py"
     yield Case(
         "prepare_data: a zip without a csv",
@@ -295,7 +293,7 @@ def _zip_without_csv(path: Path, inputs: Inputs) -> None:
 def command(case: Case, logs: Path) -> list[str]:
     if case.entry.endswith(".py"):
         return [sys.executable, str(PROJECT_ROOT / case.entry), *case.args]
-    options = (FAST if case.fast else []) if case.entry == "vehicle_transfer.train" else []
+    options = (FAST if case.fast else []) if case.entry == "image_transfer.train" else []
     log_dir = [] if any(a.startswith("hydra.run.dir=") for a in case.args) else [f"paths.log_dir={logs}"]
     return [sys.executable, "-m", case.entry, *options, *case.args, *log_dir]
 
@@ -330,7 +328,7 @@ def main() -> None:
                 fit = [
                     sys.executable,
                     "-m",
-                    "vehicle_transfer.train",
+                    "image_transfer.train",
                     f"data.root={inputs.data}",
                     "data.subset=32",
                     *SHORT,

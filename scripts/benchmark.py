@@ -42,16 +42,16 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms.v2 import functional as F
 
-from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
-from vehicle_transfer.cpu_memory import keep_freed_memory
-from vehicle_transfer.data.dataset import ImageDataset, SeededEpochSampler
-from vehicle_transfer.data.image_store import PIXELS, load_images
-from vehicle_transfer.data.transforms import train_transform
-from vehicle_transfer.files import write_csv, write_json
-from vehicle_transfer.markdown import table
-from vehicle_transfer.models.onnx_model import OnnxClassifier, Probabilities, export_onnx
-from vehicle_transfer.runs.environment import environment
-from vehicle_transfer.runs.run_dirs import claim_new_dir
+from image_transfer import CONFIG_DIR, PROJECT_ROOT
+from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.data.dataset import ImageDataset, SeededEpochSampler
+from image_transfer.data.image_store import PIXELS, load_images
+from image_transfer.data.transforms import train_transform
+from image_transfer.files import write_csv, write_json
+from image_transfer.markdown import table
+from image_transfer.models.onnx_model import OnnxClassifier, Probabilities, export_onnx
+from image_transfer.runs.environment import environment
+from image_transfer.runs.run_dirs import claim_new_dir
 
 PARTS = ("loader", "frozen_recipe", "scale", "gpu", "onnx")
 
@@ -81,7 +81,7 @@ def main() -> None:
     )
     out = args.out or run_dir / "benchmark.json"
     results = {"command": " ".join(sys.argv), "environment": environment()}
-    with tempfile.TemporaryDirectory(prefix="vehicle_transfer_benchmark_") as scratch:
+    with tempfile.TemporaryDirectory(prefix="image_transfer_benchmark_") as scratch:
         for part in args.only:
             print(f"--- {part}", flush=True)
             results[part] = PART_FUNCTIONS[part](args, Path(scratch), run_dir)
@@ -195,7 +195,7 @@ def train_run(directory: Path, overrides: list[str]) -> dict:
     """A training run in its own process; its metrics.json, plus the process's wall time."""
     print(f"  train {' '.join(overrides)}", flush=True)
     start = time.perf_counter()
-    command = [sys.executable, "-m", "vehicle_transfer.train", *overrides, f"hydra.run.dir={directory}"]
+    command = [sys.executable, "-m", "image_transfer.train", *overrides, f"hydra.run.dir={directory}"]
     subprocess.run(command, cwd=PROJECT_ROOT, check=True, stdout=subprocess.DEVNULL)
     metrics = json.loads((directory / "metrics.json").read_text())
     return metrics | {"process_s": round(time.perf_counter() - start, 1)}

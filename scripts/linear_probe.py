@@ -24,13 +24,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch import nn
 
-from vehicle_transfer import CONFIG_DIR
-from vehicle_transfer.cpu_memory import keep_freed_memory
-from vehicle_transfer.data.disk_cache import cache_root
-from vehicle_transfer.data.feature_cache import embed_views
-from vehicle_transfer.data.image_store import load_images
-from vehicle_transfer.data.table import DataError
-from vehicle_transfer.markdown import table as markdown_table  # main's `table` is the data set's
+from image_transfer import CONFIG_DIR
+from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.data.disk_cache import cache_root
+from image_transfer.data.feature_cache import embed_views
+from image_transfer.data.image_store import load_images
+from image_transfer.data.table import DataError
+from image_transfer.markdown import table as markdown_table  # main's `table` is the data set's
 
 L2 = 1e-2  # on standardised features
 

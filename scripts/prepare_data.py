@@ -20,9 +20,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from vehicle_transfer import PROJECT_ROOT
-from vehicle_transfer.data.table import CSV_CANDIDATES, IMAGE_DIR_CANDIDATES, DataError, read_table
-from vehicle_transfer.errors import UserError
+from image_transfer import PROJECT_ROOT
+from image_transfer.data.table import CSV_CANDIDATES, IMAGE_DIR_CANDIDATES, DataError, read_table
+from image_transfer.errors import UserError
 
 TARGET = PROJECT_ROOT / "data" / "emergency_vehicles"
 SHARED = PROJECT_ROOT.parent / "shared" / "data" / "emergency_vehicles"

@@ -2,7 +2,7 @@
 
     python scripts/reproduce.py --set seeds|offline|best|ablation [--seed 42] [OVERRIDE ...]
 
-Each row runs as a Hydra multirun job of `vehicle_transfer.train` (so a failing row is recorded in
+Each row runs as a Hydra multirun job of `image_transfer.train` (so a failing row is recorded in
 its error.txt and the set goes on); rows whose pretrained weights are not available offline are
 reported as skipped, with the reason. Writes logs/reproductions/<time>_<set>/results.csv and
 results.md, and for sets with `submission: true` the fold ensemble's submission.csv for test.csv.
@@ -21,10 +21,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
-from vehicle_transfer.files import write_atomically, write_csv
-from vehicle_transfer.markdown import table
-from vehicle_transfer.runs.environment import git_commit
+from image_transfer import CONFIG_DIR, PROJECT_ROOT
+from image_transfer.files import write_atomically, write_csv
+from image_transfer.markdown import table
+from image_transfer.runs.environment import git_commit
 
 SETS_FILE = CONFIG_DIR / "reproductions.yaml"
 COLUMNS = [
@@ -69,7 +69,7 @@ def main() -> int:
         overrides = [f"experiment={row['experiment']}", f"seed={args.seed}", *row.get("overrides", []), *args.overrides]
         run_dir = out / "runs" / str(index)
         print(f"[{index + 1}/{len(spec['rows'])}] train {' '.join(overrides)}", flush=True)
-        run_python("vehicle_transfer.train", "-m", *overrides, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.")
+        run_python("image_transfer.train", "-m", *overrides, f"hydra.sweep.dir={run_dir}", "hydra.sweep.subdir=.")
         rows.append(result_row(row, run_dir, commit))
         if rows[-1]["status"] == "ok":
             if rows[-1]["folds"]:
@@ -135,7 +135,7 @@ def result_row(row: dict, run_dir: Path, commit: str) -> dict:
 
 
 def job_error(run_dir: Path) -> str:
-    """The failed job's error on one line, as the sweep's summary (vehicle_transfer.sweeps.summary) has it."""
+    """The failed job's error on one line, as the sweep's summary (image_transfer.sweeps.summary) has it."""
     summary = run_dir / "summary.json"
     if not summary.is_file():
         return "no metrics.json and no summary.json (the job did not start)"
@@ -151,7 +151,7 @@ def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dic
     for fold_dir in fold_dirs:
         eval_dir = fold_dir / "eval_no_tta"
         run_python(
-            "vehicle_transfer.eval",
+            "image_transfer.eval",
             f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}",
             "tta_flip=false",
             f"hydra.run.dir={eval_dir}",
@@ -173,7 +173,7 @@ def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dic
 def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> None:
     """Mean probabilities of every fold's checkpoint, with flip TTA, for test.csv: image_names, emergency_or_not."""
     run_python(
-        "vehicle_transfer.predict",
+        "image_transfer.predict",
         f"ckpt_path={run_dir}/fold_*/checkpoints/best.ckpt",
         "tta_flip=true",
         "probabilities=false",

@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 import pytest
 
+from image_transfer.cpu_memory import keep_freed_memory
 from tests.helpers.configs import SHARED_DATA
 from tests.helpers.images import add_copies, make_dataset
-from vehicle_transfer.cpu_memory import keep_freed_memory
 
 keep_freed_memory()  # as the entry points do: in-process training runs page-fault less
 
@@ -22,10 +22,10 @@ keep_freed_memory()  # as the entry points do: in-process training runs page-fau
 def test_cache_dir() -> Iterator[Path]:
     """The tests' own disk cache of decoded images and features (shared by this session's tests and the processes
     they start), never the user's <project>/.cache; removed at the end, since a full run fills it with ~0.7 GB."""
-    folder = Path(tempfile.mkdtemp(prefix="vehicle_transfer_test_cache_"))
-    os.environ["VEHICLE_CACHE_DIR"] = str(folder)
+    folder = Path(tempfile.mkdtemp(prefix="image_transfer_test_cache_"))
+    os.environ["IMAGE_TRANSFER_CACHE_DIR"] = str(folder)
     yield folder
-    os.environ.pop("VEHICLE_CACHE_DIR", None)
+    os.environ.pop("IMAGE_TRANSFER_CACHE_DIR", None)
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_transfer.audit import run_audit
+from image_transfer.data.audit import audit, duplicate_summary
+from image_transfer.data.audit_report import markdown
+from image_transfer.data.near_duplicates import perceptual_hash
 from tests.helpers.configs import compose_config
 from tests.helpers.images import as_displayed, blocks, make_dataset, save_oriented
-from vehicle_transfer.audit import run_audit
-from vehicle_transfer.data.audit import audit, duplicate_summary
-from vehicle_transfer.data.audit_report import markdown
-from vehicle_transfer.data.near_duplicates import perceptual_hash
 
 CLASSES = ["non_emergency", "emergency"]
 

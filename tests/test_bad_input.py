@@ -9,11 +9,11 @@ import pytest
 from hydra.errors import MissingConfigException
 from PIL import Image
 
+from image_transfer.data import CsvImageDataModule
+from image_transfer.data.table import DataError
+from image_transfer.train import train
 from tests.helpers.configs import compose_config
 from tests.helpers.images import make_dataset
-from vehicle_transfer.data import CsvImageDataModule
-from vehicle_transfer.data.table import DataError
-from vehicle_transfer.train import train
 
 GOOD = 24  # good images per messy data set
 

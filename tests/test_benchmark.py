@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from vehicle_transfer import PROJECT_ROOT
+from image_transfer import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("benchmark_script", PROJECT_ROOT / "scripts" / "benchmark.py")
 benchmark_script = importlib.util.module_from_spec(spec)

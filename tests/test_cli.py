@@ -42,13 +42,13 @@ def run(module: str, *args: str, env: dict | None = None) -> subprocess.Complete
 @pytest.mark.parametrize(
     "module, overrides, message",
     [
-        ("vehicle_transfer.train", ["data.folds=1"], "data.folds=1: use 2 or more folds"),
-        ("vehicle_transfer.train", ["data.class_names=[a,b,c]"], "no image is labelled 'c'"),
-        ("vehicle_transfer.train", ["trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing"),
-        ("vehicle_transfer.train", ["model.optimizer.lr=abc", "trainer.max_epochs=1"], "model.optimizer"),
-        ("vehicle_transfer.train", ["ckpt_path=/etc/hostname"], "is not a PyTorch checkpoint"),
-        ("vehicle_transfer.eval", ["ckpt_path=no/such.ckpt"], "ckpt_path=no/such.ckpt: no such checkpoint file"),
-        ("vehicle_transfer.predict", ["ckpt_path=no/such.ckpt"], "no such checkpoint file"),
+        ("image_transfer.train", ["data.folds=1"], "data.folds=1: use 2 or more folds"),
+        ("image_transfer.train", ["data.class_names=[a,b,c]"], "no image is labelled 'c'"),
+        ("image_transfer.train", ["trainer.max_epochs=0"], "trainer.max_epochs=0 trains nothing"),
+        ("image_transfer.train", ["model.optimizer.lr=abc", "trainer.max_epochs=1"], "model.optimizer"),
+        ("image_transfer.train", ["ckpt_path=/etc/hostname"], "is not a PyTorch checkpoint"),
+        ("image_transfer.eval", ["ckpt_path=no/such.ckpt"], "ckpt_path=no/such.ckpt: no such checkpoint file"),
+        ("image_transfer.predict", ["ckpt_path=no/such.ckpt"], "no such checkpoint file"),
     ],
     ids=[
         "bad-folds",
@@ -61,7 +61,7 @@ def run(module: str, *args: str, env: dict | None = None) -> subprocess.Complete
     ],
 )
 def test_user_errors_are_one_message_and_exit_status_1(tmp_path, data, module, overrides, message):
-    options = QUICK if module == "vehicle_transfer.train" else ["trainer.accelerator=cpu"]
+    options = QUICK if module == "image_transfer.train" else ["trainer.accelerator=cpu"]
     result = run(module, f"data.root={data}", *options, *overrides, f"paths.log_dir={tmp_path}")
     assert result.returncode == 1, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and message in result.stderr
@@ -71,12 +71,12 @@ def test_user_errors_are_one_message_and_exit_status_1(tmp_path, data, module, o
 
 def test_the_full_traceback_is_one_switch_away(tmp_path, data):
     result = run(
-        "vehicle_transfer.train",
+        "image_transfer.train",
         f"data.root={data}",
         *QUICK,
         "data.folds=1",
         f"paths.log_dir={tmp_path}",
-        env={"VEHICLE_TRANSFER_TRACEBACK": "1", "HYDRA_FULL_ERROR": "1"},
+        env={"IMAGE_TRANSFER_TRACEBACK": "1", "HYDRA_FULL_ERROR": "1"},
     )
     assert result.returncode == 1 and "Traceback" in result.stderr and "data.folds=1" in result.stderr
 
@@ -85,7 +85,7 @@ def test_two_trainings_started_at_once_get_their_own_run_dirs(tmp_path, data):
     # Both name their dir as in the same second, deterministically: the default's template with a fixed time.
     same_second = "hydra.run.dir='${run_dir:null,${paths.log_dir}/train/runs/2026-01-01_00-00-00}'"
     args = [f"data.root={data}", *QUICK, "trainer.max_epochs=1", f"paths.log_dir={tmp_path}", same_second]
-    first, second = start("vehicle_transfer.train", *args, "seed=1"), start("vehicle_transfer.train", *args, "seed=2")
+    first, second = start("image_transfer.train", *args, "seed=1"), start("image_transfer.train", *args, "seed=2")
     for process in (first, second):
         _, stderr = process.communicate(timeout=300)
         assert process.returncode == 0, stderr[-2000:]
@@ -106,7 +106,7 @@ def test_sigterm_before_any_finished_epoch_does_not_suggest_resuming(tmp_path, d
         "+callbacks.kill.batch=1",
         "+callbacks.kill.signal_name=SIGTERM",
     ]
-    result = run("vehicle_transfer.train", f"data.root={data}", *QUICK, *kill, f"hydra.run.dir={tmp_path}")
+    result = run("image_transfer.train", f"data.root={data}", *QUICK, *kill, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 128 + signal.SIGTERM
     output = result.stdout + result.stderr
     assert "nothing to resume" in output and "resume=" not in output.replace("(without resume=)", "")

@@ -1,8 +1,8 @@
 import pytest
 from omegaconf import OmegaConf
 
+from image_transfer import CONFIG_DIR
 from tests.helpers.configs import compose_config
-from vehicle_transfer import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -78,7 +78,7 @@ def test_seed_zero_is_a_seed(tmp_path):
 
     import torch
 
-    from vehicle_transfer.runs.build import seed_run
+    from image_transfer.runs.build import seed_run
 
     seed_run(compose_config("train", tmp_path, ["seed=0"]))
     first = torch.rand(3)

@@ -11,13 +11,13 @@ import lightning as L
 import pytest
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 
+from image_transfer import train as train_module
+from image_transfer.console.progress import PlainProgressBar, ThroughputRichProgressBar, progress_bar
+from image_transfer.console.summary import summary_rows
+from image_transfer.errors import ConfigError
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config, run_entry_point
 from tests.helpers.images import make_dataset
-from vehicle_transfer import train as train_module
-from vehicle_transfer.console.progress import PlainProgressBar, ThroughputRichProgressBar, progress_bar
-from vehicle_transfer.console.summary import summary_rows
-from vehicle_transfer.errors import ConfigError
-from vehicle_transfer.train import train
 
 # timm's test_efficientnet (0.1 M parameters) with a frozen backbone in epoch 0, everything from epoch 1.
 TINY_EFFICIENTNET = [
@@ -63,9 +63,9 @@ def test_progress_bar_modes(monkeypatch):
 
 
 def test_plain_progress_lines_when_not_a_terminal(data, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="vehicle_transfer.console.progress")
+    caplog.set_level(logging.INFO, logger="image_transfer.console.progress")
     train(compose_config("train", tmp_path, [*QUICK, data, "callbacks.progress_bar.every_s=0.001"]))
-    lines = [r.getMessage() for r in caplog.records if r.name == "vehicle_transfer.console.progress"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "image_transfer.console.progress"]
     batch = [line for line in lines if re.fullmatch(r"epoch 0/0 batch \d+/4, loss \d+\.\d{4}, img/s [\d.]+", line)]
     assert len(batch) == 4, lines  # 28 training images in batches of 8, a line each at this interval
     (end,) = [line for line in lines if line.startswith("epoch 0/0 done in")]

@@ -9,12 +9,12 @@ from typing import NamedTuple
 
 import pytest
 
+from image_transfer.data.split import stratified_group_folds
+from image_transfer.eval import evaluate
+from image_transfer.train import train
 from tests.helpers.configs import TINY, compose_config
 from tests.helpers.files import read_csv
 from tests.helpers.tensorboard import sessions
-from vehicle_transfer.data.split import stratified_group_folds
-from vehicle_transfer.eval import evaluate
-from vehicle_transfer.train import train
 
 
 def test_folds_keep_copies_together_balance_classes_and_ignore_order():

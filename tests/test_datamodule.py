@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 import torch
 
-from vehicle_transfer.data import CsvImageDataModule
-from vehicle_transfer.data.table import DataError
+from image_transfer.data import CsvImageDataModule
+from image_transfer.data.table import DataError
 
 
 def split_of(root, **kwargs):
@@ -82,7 +82,7 @@ def test_batches_are_uint8_images_at_the_backbone_size(labelled, tmp_path):
 
 
 def test_near_duplicates_stay_together_when_enabled(labelled):
-    from vehicle_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
+    from image_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 
     dm = split_of(labelled.root, near_duplicate_distance=4)
     group_of = dict(zip(dm.table.names, near_duplicate_groups([perceptual_hash(p) for p in dm.table.paths], 4)))

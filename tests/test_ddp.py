@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from image_transfer import PROJECT_ROOT
+from image_transfer.eval import evaluate
 from tests.helpers.configs import compose_config
 from tests.helpers.files import metrics_without_timings, read_csv
-from vehicle_transfer import PROJECT_ROOT
-from vehicle_transfer.eval import evaluate
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +26,7 @@ SMALL = ["trainer=ddp_sim", "model.backbone=timm/test_efficientnet", "model.pret
 
 
 def run(*overrides: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "vehicle_transfer.train", *overrides]
+    command = [sys.executable, "-m", "image_transfer.train", *overrides]
     return subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, check=check, timeout=600, **kwargs)
 
 
@@ -105,7 +105,7 @@ def test_sigterm_to_any_rank_stops_every_rank_and_resume_continues_exactly(made_
     common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=4", "finetune.unfreeze_at_epochs=[1]"]
     run(*common, f"hydra.run.dir={tmp_path / 'whole'}")
     killed = tmp_path / "killed"
-    command = [sys.executable, "-m", "vehicle_transfer.train", *common, f"hydra.run.dir={killed}"]
+    command = [sys.executable, "-m", "image_transfer.train", *common, f"hydra.run.dir={killed}"]
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
     )

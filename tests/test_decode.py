@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from image_transfer.data.decode import decode_image, displayed_size, orientation, to_8bit
+from image_transfer.data.near_duplicates import perceptual_hash
 from tests.helpers.images import as_displayed, blocks, save_oriented
-from vehicle_transfer.data.decode import decode_image, displayed_size, orientation, to_8bit
-from vehicle_transfer.data.near_duplicates import perceptual_hash
 
 
 def _distance(a: int, b: int) -> int:

@@ -5,14 +5,14 @@ backbone in place keeps checkpoint keys and finetune stages. A GPU run itself is
 import pytest
 import torch
 
+from image_transfer.callbacks.finetune import backbone_stages
+from image_transfer.data import CsvImageDataModule
+from image_transfer.data.dataset import ImageDataset
+from image_transfer.data.device_augment import DeviceAugment, padded_collate
+from image_transfer.models.classifier import ImageClassifier
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.images import make_dataset
-from vehicle_transfer.callbacks.finetune import backbone_stages
-from vehicle_transfer.data import CsvImageDataModule
-from vehicle_transfer.data.dataset import ImageDataset
-from vehicle_transfer.data.device_augment import DeviceAugment, padded_collate
-from vehicle_transfer.models.classifier import ImageClassifier
-from vehicle_transfer.train import train
 
 
 @pytest.fixture(scope="module")

@@ -7,12 +7,12 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from image_transfer.errors import UserError
+from image_transfer.models.classifier import ImageClassifier
+from image_transfer.predict import predict
+from image_transfer.train import train
 from tests.helpers.configs import TINY, compose_config
 from tests.helpers.files import read_csv
-from vehicle_transfer.errors import UserError
-from vehicle_transfer.models.classifier import ImageClassifier
-from vehicle_transfer.predict import predict
-from vehicle_transfer.train import train
 
 
 def test_flip_tta_is_the_mean_of_an_image_and_its_mirror():

@@ -10,14 +10,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+from image_transfer.errors import UserError
+from image_transfer.export import export
+from image_transfer.models.onnx_model import OnnxClassifier, Probabilities
+from image_transfer.predict import predict
+from image_transfer.runs.checkpoints import load_classifier
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, TINY, compose_config
 from tests.helpers.files import read_csv
-from vehicle_transfer.errors import UserError
-from vehicle_transfer.export import export
-from vehicle_transfer.models.onnx_model import OnnxClassifier, Probabilities
-from vehicle_transfer.predict import predict
-from vehicle_transfer.runs.checkpoints import load_classifier
-from vehicle_transfer.train import train
 
 
 @pytest.fixture(scope="module", params=["made_up_cnn", pytest.param("real_lite0", marks=pytest.mark.slow)])

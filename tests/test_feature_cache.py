@@ -7,17 +7,17 @@ import pytest
 import torch
 from omegaconf import open_dict
 
+from image_transfer.data.disk_cache import cache_root
+from image_transfer.data.feature_cache import cached_features
+from image_transfer.data.image_store import load_images
+from image_transfer.data.split import content_hash
+from image_transfer.errors import ConfigError
+from image_transfer.eval import evaluate
+from image_transfer.models.classifier import ImageClassifier
+from image_transfer.runs.feature_mode import feature_views
+from image_transfer.train import train
 from tests.helpers.configs import compose_config
 from tests.helpers.files import read_csv
-from vehicle_transfer.data.disk_cache import cache_root
-from vehicle_transfer.data.feature_cache import cached_features
-from vehicle_transfer.data.image_store import load_images
-from vehicle_transfer.data.split import content_hash
-from vehicle_transfer.errors import ConfigError
-from vehicle_transfer.eval import evaluate
-from vehicle_transfer.models.classifier import ImageClassifier
-from vehicle_transfer.runs.feature_mode import feature_views
-from vehicle_transfer.train import train
 
 # EfficientNet-Lite0 with its real ImageNet weights, frozen, on the made-up images at 64 px.
 FROZEN = [
@@ -136,6 +136,6 @@ def test_insisting_on_features_where_they_would_differ_is_refused(tmp_path, over
 
 
 def test_the_default_cache_folder_follows_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("VEHICLE_CACHE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("IMAGE_TRANSFER_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert cache_root(None) == tmp_path / "elsewhere"
     assert cache_root(str(tmp_path / "given")) == tmp_path / "given"

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
+from image_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
+from image_transfer.data import CsvImageDataModule
+from image_transfer.models.classifier import ImageClassifier
 from tests.helpers.images import blocks
-from vehicle_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
-from vehicle_transfer.data import CsvImageDataModule
-from vehicle_transfer.models.classifier import ImageClassifier
 
 
 class Subject(NamedTuple):

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from image_transfer.runs.hparams import finetune_strategy
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.tensorboard import load, runs, sessions
-from vehicle_transfer.runs.hparams import finetune_strategy
-from vehicle_transfer.train import train
 
 LOGGED = [o for o in QUICK if o not in ("~logger", "callbacks.lr_monitor=null")] + [
     "logger=tensorboard",

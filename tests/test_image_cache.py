@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from image_transfer.data import CsvImageDataModule
+from image_transfer.data.decode import decode_all
+from image_transfer.data.image_store import INDEX, PIXELS, DiskImages, load_images
+from image_transfer.data.split import content_hash
 from tests.helpers.images import blocks
-from vehicle_transfer.data import CsvImageDataModule
-from vehicle_transfer.data.decode import decode_all
-from vehicle_transfer.data.image_store import INDEX, PIXELS, DiskImages, load_images
-from vehicle_transfer.data.split import content_hash
 
 
 def entries(cache_dir):

@@ -11,14 +11,14 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
+from image_transfer.errors import ConfigError
+from image_transfer.inspection.activation_maps import grad_cam, last_feature_layer
+from image_transfer.inspection.callback import Inspection
+from image_transfer.inspection.examples import EpochExamples
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.images import make_dataset
 from tests.helpers.tensorboard import sessions
-from vehicle_transfer.errors import ConfigError
-from vehicle_transfer.inspection.activation_maps import grad_cam, last_feature_layer
-from vehicle_transfer.inspection.callback import Inspection
-from vehicle_transfer.inspection.examples import EpochExamples
-from vehicle_transfer.train import train
 
 CLASSES = ["car", "truck", "ambulance"]
 VAL_PICTURES = ["confusion_matrix", "roc", "misclassified_best", "misclassified_last", "activation_maps"]
@@ -132,7 +132,7 @@ def test_grad_cam_points_at_the_evidence_and_leaves_the_model_as_it_was():
 
 @pytest.mark.slow
 def test_the_default_model_on_real_data_draws_its_pictures(tmp_path, shared_data):
-    """What the checker runs: python -m vehicle_transfer.train data.subset=200 trainer.max_epochs=2."""
+    """What the checker runs: python -m image_transfer.train data.subset=200 trainer.max_epochs=2."""
     train(compose_config("train", tmp_path, ["data.subset=200", "trainer.max_epochs=2"]))
     accumulator = events(tmp_path)
     assert len(accumulator.Tags()["images"]) >= 3

@@ -9,9 +9,9 @@ import sys
 import lightning as L
 import pytest
 
+from image_transfer.train import train
 from tests.helpers.configs import SHARED_DATA, TINY, compose_config
 from tests.helpers.files import metrics_without_timings, without_timings
-from vehicle_transfer.train import train
 
 RUN = [o for o in TINY if not o.startswith("logger")] + [
     "data.subset=96",
@@ -34,7 +34,7 @@ class KillAt(L.Callback):
 
 
 def run(run_dir, *extra):
-    command = [sys.executable, "-m", "vehicle_transfer.train", *RUN, f"hydra.run.dir={run_dir}", *extra]
+    command = [sys.executable, "-m", "image_transfer.train", *RUN, f"hydra.run.dir={run_dir}", *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 

@@ -11,12 +11,12 @@ import time
 import pytest
 from hydra import compose, initialize_config_dir
 
+from image_transfer import CONFIG_DIR, PROJECT_ROOT
 from tests.helpers.configs import QUICK
 from tests.helpers.files import metrics_without_timings, read_csv
-from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
 
 # QUICK without the in-process tweaks, as a command line.
-COMMAND = [sys.executable, "-m", "vehicle_transfer.train", *QUICK]
+COMMAND = [sys.executable, "-m", "image_transfer.train", *QUICK]
 
 
 def test_a_two_job_sweep_through_submitit_local_completes_both_runs(made_up_data, tmp_path):

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
+from image_transfer import PROJECT_ROOT
 from tests.helpers.configs import SHARED_DATA
-from vehicle_transfer import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("linear_probe", PROJECT_ROOT / "scripts" / "linear_probe.py")
 linear_probe = importlib.util.module_from_spec(spec)

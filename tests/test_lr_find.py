@@ -17,13 +17,13 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
+from image_transfer import train as train_module
+from image_transfer.errors import ConfigError
+from image_transfer.runs.lr_find import steepest_descent, with_found_lr
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config, run_entry_point
 from tests.helpers.tensorboard import load
 from tests.test_console import TINY_EFFICIENTNET
-from vehicle_transfer import train as train_module
-from vehicle_transfer.errors import ConfigError
-from vehicle_transfer.runs.lr_find import steepest_descent, with_found_lr
-from vehicle_transfer.train import train
 
 FIND = ["lr_find=true", "lr_finder.num_training=30"]
 
@@ -65,7 +65,7 @@ class CrashOnce(L.Callback):
 
 
 def test_lr_find_then_trains_with_it_on_the_freeze_schedule(data, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="vehicle_transfer")
+    caplog.set_level(logging.INFO, logger="image_transfer")
     logged = [o for o in TINY_EFFICIENTNET if o not in ("~logger", "callbacks.lr_monitor=null")]  # TensorBoard too
     run = [*logged, "trainer.max_epochs=2", data, f"paths.log_dir={tmp_path}"]
     run_entry_point(train_module.main, *run, *FIND)
@@ -107,7 +107,7 @@ def test_a_resumed_run_reuses_the_found_lr(data, tmp_path, caplog):
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(first)
     found = (tmp_path / "run" / "lr_find.json").read_text()
-    caplog.set_level(logging.INFO, logger="vehicle_transfer")
+    caplog.set_level(logging.INFO, logger="image_transfer")
     caplog.clear()
     resumed = train(compose_config("train", tmp_path / "run", [*run, f"resume={tmp_path / 'run'}"]))
     assert resumed["epochs"] == 2 and not [r for r in caplog.records if r.name.endswith("lr_find")]

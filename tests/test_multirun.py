@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from image_transfer import train as train_module
 from tests.helpers.configs import SHARED_DATA, run_entry_point
-from vehicle_transfer import train as train_module
 
 SWEEP = ["finetune=frozen,full,freeze_unfreeze", "debug=fast_dev_run", "data.subset=48", "model.image_size=64"]
 
@@ -26,7 +26,7 @@ def test_finetune_sweep_runs_each_job_in_its_own_dir(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "vehicle_transfer.train",
+        "image_transfer.train",
         "-m",
         *SWEEP,
         "data.batch_size=8",

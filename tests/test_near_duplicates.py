@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from image_transfer.data.near_duplicates import hamming_distances, near_duplicate_groups, perceptual_hash
 from tests.helpers.configs import SHARED_DATA
 from tests.helpers.images import blocks
-from vehicle_transfer.data.near_duplicates import hamming_distances, near_duplicate_groups, perceptual_hash
 
 
 def _distance(a: int, b: int) -> int:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from image_transfer.data import CsvImageDataModule
+from image_transfer.errors import UserError
+from image_transfer.files import write_json
+from image_transfer.runs.failures import user_error
+from image_transfer.runs.run_dirs import claim_new_dir
+from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.images import make_dataset
-from vehicle_transfer.data import CsvImageDataModule
-from vehicle_transfer.errors import UserError
-from vehicle_transfer.files import write_json
-from vehicle_transfer.runs.failures import user_error
-from vehicle_transfer.runs.run_dirs import claim_new_dir
-from vehicle_transfer.train import train
 
 
 def made_up(root: Path, counts: dict[int, int]) -> Path:

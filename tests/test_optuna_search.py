@@ -11,9 +11,9 @@ import optuna
 import pytest
 import yaml
 
+from image_transfer import train as train_module
+from image_transfer.sweeps.objective import LOGGED_METRICS
 from tests.helpers.configs import QUICK, SHARED_DATA, run_entry_point
-from vehicle_transfer import train as train_module
-from vehicle_transfer.sweeps.objective import LOGGED_METRICS
 
 # hparams_search=cnn_optuna's search space over QUICK's tiny fits; no TensorBoard, no LR monitor.
 SEARCH = ["-m", "hparams_search=cnn_optuna", *QUICK, "data.subset=48"]
@@ -26,7 +26,7 @@ defaults:
   - override /hydra/sweeper: optuna
 callbacks:
   optuna_pruning:
-    _target_: vehicle_transfer.callbacks.optuna_pruning.OptunaPruning
+    _target_: image_transfer.callbacks.optuna_pruning.OptunaPruning
     monitor: ${optimized_metric}
 hydra:
   sweeper:
@@ -155,7 +155,7 @@ def test_two_workers_with_one_storage_run_n_trials_between_them(made_up_data, tm
     command = [
         sys.executable,
         "-m",
-        "vehicle_transfer.train",
+        "image_transfer.train",
         *SEARCH,
         f"data.root={made_up_data.root}",
         f"hydra.sweep.dir={sweep_dir}",
@@ -176,7 +176,7 @@ def test_two_workers_with_one_storage_run_n_trials_between_them(made_up_data, tm
 @pytest.mark.slow  # the command from the README, on the real data
 def test_lite0_search_and_its_continuation_from_the_command_line(shared_data, tmp_path):
     sweep_dir = tmp_path / "search"
-    command = [sys.executable, "-m", "vehicle_transfer.train", "-m", "hparams_search=lite0_optuna"]
+    command = [sys.executable, "-m", "image_transfer.train", "-m", "hparams_search=lite0_optuna"]
     quick = ["data.subset=120", "trainer.max_epochs=1", f"data.root={SHARED_DATA}", f"hydra.sweep.dir={sweep_dir}"]
     for n_trials in (3, 4):
         result = subprocess.run(

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from image_transfer import PROJECT_ROOT
 from tests.helpers.images import make_dataset, make_zip, snapshot
-from vehicle_transfer import PROJECT_ROOT
 
 spec = importlib.util.spec_from_file_location("prepare_data", PROJECT_ROOT / "scripts" / "prepare_data.py")
 prepare_data = importlib.util.module_from_spec(spec)
@@ -157,7 +157,7 @@ def test_a_source_inside_the_target_is_refused(prepared, capsys):
     assert snapshot(prepared) == before
 
 
-@pytest.mark.slow  # the script's process imports torch (through vehicle_transfer.data)
+@pytest.mark.slow  # the script's process imports torch (through image_transfer.data)
 def test_the_script_exits_1_with_one_line_and_no_traceback(prepared, tmp_path):
     bad = _zip_without_csv(tmp_path)
     before = snapshot(prepared)

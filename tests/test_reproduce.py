@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
+from image_transfer import PROJECT_ROOT
+from image_transfer.runs.environment import git_commit
 from tests.helpers.configs import SHARED_DATA
-from vehicle_transfer import PROJECT_ROOT
-from vehicle_transfer.runs.environment import git_commit
 
 QUICK = "[trainer.max_epochs=1,+trainer.limit_train_batches=2,data.subset=48,model.image_size=48,data.batch_size=16]"
 SETS = f"""

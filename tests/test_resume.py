@@ -5,8 +5,8 @@ import lightning as L
 import pytest
 import torch
 
+from image_transfer.train import train
 from tests.helpers.configs import TINY, compose_config
-from vehicle_transfer.train import train
 
 RUN = TINY + ["data.subset=96", "finetune=freeze_unfreeze", "finetune.unfreeze_at_epochs=[1]", "trainer.max_epochs=3"]
 

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
+from image_transfer import train as train_module
 from tests.helpers.configs import QUICK, SHARED_DATA, run_entry_point
-from vehicle_transfer import train as train_module
 
 QUICK_JOB = ["debug=fast_dev_run", "data.subset=32", "model.image_size=64", "data.batch_size=8"]
 
@@ -35,7 +35,7 @@ def test_a_job_that_fails_at_run_time_does_not_stop_the_sweep(tmp_path):
     command = [
         sys.executable,
         "-m",
-        "vehicle_transfer.train",
+        "image_transfer.train",
         "-m",
         "model.backbone=efficientnet_lite0,no_such_net,cnn",
     ]

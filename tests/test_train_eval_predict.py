@@ -7,11 +7,11 @@ from typing import NamedTuple
 
 import pytest
 
+from image_transfer.eval import evaluate
+from image_transfer.predict import predict
+from image_transfer.train import train
 from tests.helpers.configs import TINY, compose_config
 from tests.helpers.files import read_csv
-from vehicle_transfer.eval import evaluate
-from vehicle_transfer.predict import predict
-from vehicle_transfer.train import train
 
 
 class Trained(NamedTuple):

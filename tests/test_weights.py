@@ -17,9 +17,9 @@ from huggingface_hub import constants as hf_constants
 from skimage import data as skdata
 from torchvision.transforms import v2
 
-from vehicle_transfer.errors import UserError
-from vehicle_transfer.models.backbones import LITE_SIZES, build_backbone, timm_name
-from vehicle_transfer.models.weights import WeightsUnavailableError, unreachable
+from image_transfer.errors import UserError
+from image_transfer.models.backbones import LITE_SIZES, build_backbone, timm_name
+from image_transfer.models.weights import WeightsUnavailableError, unreachable
 
 DEAD_PROXY = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused at once
 

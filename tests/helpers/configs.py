@@ -15,7 +15,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from vehicle_transfer import CONFIG_DIR, PROJECT_ROOT
+from image_transfer import CONFIG_DIR, PROJECT_ROOT
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "emergency_vehicles"
 
@@ -47,7 +47,7 @@ def compose_config(config_name: str, output_dir: Path, overrides: list[str] = ()
 
 
 def run_entry_point(main: Callable[[], object], *args: str) -> None:
-    """Run a Hydra entry point (e.g. vehicle_transfer.train.main) in this process, as `python -m ... *args` would,
+    """Run a Hydra entry point (e.g. image_transfer.train.main) in this process, as `python -m ... *args` would,
     with Hydra's logging setup left out and its global state (the job's HydraConfig, the root logger) restored
     afterwards. Raises SystemExit where the command would exit non-zero."""
     root, hydra_config = logging.getLogger(), HydraConfig.instance()

@@ -1,0 +1,66 @@
+"""Audit the data the DataModule would read: audit.json, audit.md (and train_clean.csv) in the run dir.
+
+    python -m image_transfer.audit [test_csv=null] [near_duplicates=false] [clean_csv=true]
+
+The checks live in `data.audit`, the markdown in `data.audit_report`. The user's data is only read:
+everything is written, atomically, into the run dir.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from image_transfer import CONFIG_DIR
+from image_transfer.data.audit import audit, clean_rows
+from image_transfer.data.audit_report import markdown
+from image_transfer.data.table import find_in_root
+from image_transfer.files import write_atomically, write_csv, write_json
+from image_transfer.paths import from_project_root
+from image_transfer.runs.failures import report_user_errors
+
+log = logging.getLogger(__name__)
+
+
+def run_audit(cfg: DictConfig) -> dict:
+    """Audit the configured data and write the report files; returns the report."""
+    root, data = from_project_root(cfg.data.root), cfg.data
+    csv_path = find_in_root(root, data.csv_file, "data.csv_file")
+    report = audit(
+        csv_path,
+        find_in_root(root, data.image_dir, "data.image_dir"),
+        data.name_column,
+        data.label_column,
+        list(data.class_names),
+        root / cfg.test_csv if cfg.test_csv else None,
+        cfg.near_duplicates,
+        cfg.max_distance,
+    )
+    output = Path(cfg.paths.output_dir)
+    if cfg.clean_csv:
+        header, rows, dropped = clean_rows(csv_path, report, data.name_column, data.label_column)
+        write_csv(output / "train_clean.csv", header, rows)
+        report["clean"] = {"csv": str(output / "train_clean.csv"), "rows_kept": len(rows), "dropped": dropped}
+        log.info(
+            "train_clean.csv: %d of %d rows kept; dropped %s",
+            len(rows),
+            report["rows"],
+            ", ".join(f"{len(v)} {k}" for k, v in dropped.items() if v) or "none",
+        )
+    write_json(output / "audit.json", report)
+    write_atomically(output / "audit.md", markdown(report))
+    log.info("audit written to %s: %s", output, ", ".join(f"{k} {v}" for k, v in report["summary"].items()))
+    return report
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    run_audit(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from image_transfer.data.datamodule import CsvImageDataModule
+
+__all__ = ["CsvImageDataModule"]

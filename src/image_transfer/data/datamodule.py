@@ -1,0 +1,425 @@
+"""LightningDataModule for a CSV of image names and labels: validated table -> content split -> decoded-image cache
+-> transforms (on the CPU, or on the GPU) -> batches; or cached backbone features in place of images (frozen)."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from image_transfer.data.dataset import FeatureDataset, ImageDataset, SeededEpochSampler, ShardSampler
+from image_transfer.data.device_augment import DeviceAugment, padded_collate
+from image_transfer.data.disk_cache import cache_root
+from image_transfer.data.feature_cache import cached_features
+from image_transfer.data.image_store import DiskImages, load_images
+from image_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
+from image_transfer.data.split import (
+    content_hash,
+    require_every_class,
+    stratified_group_folds,
+    stratified_group_split,
+)
+from image_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
+from image_transfer.data.transforms import eval_transform, train_transform
+from image_transfer.files import write_csv
+from image_transfer.paths import from_project_root
+
+log = logging.getLogger(__name__)
+
+VAL_SPLIT_FILE = "val_split.csv"
+
+
+class CsvImageDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str,
+        csv_file: str = "auto",
+        image_dir: str = "auto",
+        name_column: str = "image_names",
+        label_column: str = "emergency_or_not",
+        class_names: tuple[str, ...] = ("non_emergency", "emergency"),
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int | str = "auto",
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        folds: int | None = None,
+        fold: int | None = None,
+        seed: int | None = None,
+        augment: str = "light",
+        augment_on: str = "auto",
+        image_cache: bool = True,
+        cache_dir: str | None = None,
+        feature_cache: bool | str = "auto",  # read by runs/feature_mode.py, which calls serve_features
+        on_bad_image: str = "error",
+        near_duplicate_distance: int | None = None,
+        subset: int | None = None,
+        val_split_csv: str | None = None,
+        test_csv: str | None = None,
+        predict_source: str | None = None,
+    ):
+        super().__init__()
+        class_names = list(class_names)  # plain types only: checkpoints are loaded with weights_only=True
+        self.save_hyperparameters(logger=False)  # see runs/hparams.py
+        self.class_names = class_names
+        self.root = from_project_root(root)
+        self.seed = seed if seed is not None else int(torch.randint(2**31, ()).item())
+        train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
+        if on_bad_image not in ("error", "skip"):
+            raise DataError(f"data.on_bad_image={on_bad_image!r}: use error (stop with the list) or skip.")
+        _check_options(val_fraction, folds, fold, subset, batch_size, len(class_names), num_workers, augment_on)
+        self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
+        self._table: ImageTable | None = None
+        self._hashes: dict[tuple[str, Path], object] = {}  # (kind, path) -> content or perceptual hash
+        self.train_table = self.val_table = self.test_table = self.predict_table = None
+        self._images: dict[str, tuple] = {}  # source -> (its decoded images by position, {position: failure})
+        self._datasets: dict[str, tuple[str, ImageDataset]] = {}  # kind -> (its source, the dataset)
+        self._features: dict[str, torch.Tensor] = {}  # source -> cached backbone features by position
+        self.feature_views = 0  # 1 or 2: batches carry cached backbone features, not images (serve_features)
+        self._device_augment: DeviceAugment | None = None
+        self._seed_shared = False  # under DDP, once rank 0's seed is every rank's
+
+    # ---- tables -------------------------------------------------------------------------------
+    @property
+    def table(self) -> ImageTable:
+        """The labelled training csv, validated, optionally reduced to a stratified subset."""
+        if self._table is None:
+            hp = self.hparams
+            csv_path = find_in_root(self.root, hp.csv_file, "data.csv_file")
+            table = read_table(csv_path, self._image_dir(), hp.name_column, hp.label_column, self.class_names)
+            require_every_class(table.labels, self.class_names, str(csv_path))
+            if hp.subset and hp.subset < len(table):
+                fraction = hp.subset / len(table)
+                _, keep = stratified_group_split(table.labels, self._groups(table), fraction, hp.split_seed)
+                table = table.subset(keep)
+            self._table = table
+        return self._table
+
+    @property
+    def validates(self) -> bool:
+        """False with data.val_fraction=0 (and no folds or saved split): every image trains, none validates."""
+        hp = self.hparams
+        return bool(hp.val_split_csv or hp.folds or hp.val_fraction > 0)
+
+    def _image_dir(self) -> Path:
+        return find_in_root(self.root, self.hparams.image_dir, "data.image_dir")
+
+    def _csv_path(self, path: str, option: str) -> Path:
+        """A csv (or folder) given relative to the data root (test.csv) or to the project root, or absolute."""
+        for candidate in (self.root / path, from_project_root(path)):
+            if candidate.exists():
+                return candidate
+        raise DataError(
+            f"{option}={path}: found neither in data.root ({self.root}) nor from the project root "
+            f"({from_project_root(path)}); give an existing csv (or folder), or an absolute path."
+        )
+
+    def _cached_hashes(self, table: ImageTable, hash_fn) -> list:
+        """Each file is read once per kind of hash, however many subsets and splits ask."""
+        for path in table.paths:
+            if (hash_fn.__name__, path) not in self._hashes:
+                self._hashes[hash_fn.__name__, path] = hash_fn(path)
+        return [self._hashes[hash_fn.__name__, p] for p in table.paths]
+
+    def content_hashes(self, table: ImageTable) -> list[str]:
+        return self._cached_hashes(table, content_hash)
+
+    def _groups(self, table: ImageTable) -> list[str]:
+        """What must stay on one side of a split: identical bytes, or also near-duplicate pixels."""
+        distance = self.hparams.near_duplicate_distance
+        if distance is None:
+            return self.content_hashes(table)
+        return [str(g) for g in near_duplicate_groups(self._cached_hashes(table, perceptual_hash), distance)]
+
+    def folds_of(self, table: ImageTable) -> list[int]:
+        """The fold (0..data.folds-1) of each of the table's images: whole content groups, stratified."""
+        return stratified_group_folds(table.labels, self._groups(table), self.hparams.folds, self.hparams.split_seed)
+
+    def _split(self) -> None:
+        if self.train_table is not None:
+            return
+        table, hp = self.table, self.hparams
+        if hp.val_split_csv:
+            val_names = set(_read_names(from_project_root(hp.val_split_csv), hp.name_column))
+            unknown = val_names - set(table.names)
+            if unknown:
+                raise DataError(
+                    f"{hp.val_split_csv}: {len(unknown)} name(s) not in the training csv, e.g. {sorted(unknown)[:5]}"
+                )
+            val = [i for i, n in enumerate(table.names) if n in val_names]
+            train = [i for i, n in enumerate(table.names) if n not in val_names]
+        elif hp.folds:
+            fold_of = self.folds_of(table)
+            train = [i for i, f in enumerate(fold_of) if f != hp.fold]
+            val = [i for i, f in enumerate(fold_of) if f == hp.fold]
+        elif hp.val_fraction == 0:
+            train, val = list(range(len(table))), []
+        else:
+            train, val = stratified_group_split(table.labels, self._groups(table), hp.val_fraction, hp.split_seed)
+        self.train_table, self.val_table = table.subset(train), table.subset(val)
+        log.info("split %d images: %d train, %d validation", len(table), len(train), len(val))
+
+    def _subset_note(self) -> str:
+        return f" of the data.subset={self.hparams.subset}" if self.hparams.subset else ""
+
+    def check_split(self) -> None:
+        """Refuse, before training, a split that leaves a class out of training or (when validating) validation."""
+        self._split()
+        hp, labels = self.hparams, self.table.labels
+        if hp.val_split_csv:
+            what, fix = f"the saved split {hp.val_split_csv}", "use data.test_csv=FILE, a labelled csv, instead"
+        elif hp.folds:
+            return self.check_folds()
+        else:
+            what = f"data.val_fraction={hp.val_fraction}"
+            fix = "raise data.val_fraction, use more images, or set data.val_fraction=0 to train on every image"
+        sides = [("training", self.train_table.labels)] + [("validation", self.val_table.labels)] * self.validates
+        for side, side_labels in sides:
+            absent = [c for i, c in enumerate(self.class_names) if i not in side_labels]
+            if absent:
+                raise DataError(
+                    f"{what} leaves the {side} images without class {', '.join(map(repr, absent))} "
+                    f"({_class_counts(labels, self.class_names)}{self._subset_note()}): {fix}."
+                )
+
+    def check_folds(self) -> None:
+        """Every fold must validate and train on every class: a class needs as many distinct images as folds."""
+        hp = self.hparams
+        if hp.fold is not None and not 0 <= hp.fold < hp.folds:
+            raise DataError(f"data.fold={hp.fold}: data.folds={hp.folds} has folds 0..{hp.folds - 1}.")
+        fold_of, labels, groups = self.folds_of(self.table), self.table.labels, self._groups(self.table)
+        for index, name in enumerate(self.class_names):
+            missing = sum(index not in {lbl for lbl, f in zip(labels, fold_of) if f == k} for k in range(hp.folds))
+            if missing:
+                distinct = len({g for g, lbl in zip(groups, labels) if lbl == index})
+                raise DataError(
+                    f"data.folds={hp.folds}: class {name!r} has only {distinct} distinct image(s){self._subset_note()} "
+                    f"(copies count once), so {missing} fold(s) would validate without it. Use data.folds={distinct} "
+                    "or fewer, or more images."
+                )
+
+    def _labelled_csv(self, path: str) -> ImageTable:
+        hp = self.hparams
+        csv_path = self._csv_path(path, "data.test_csv")
+        return read_table(csv_path, self._image_dir(), hp.name_column, hp.label_column, self.class_names)
+
+    def _predict_source(self) -> ImageTable:
+        source = self._csv_path(self.hparams.predict_source, "source")
+        if source.is_dir():
+            return folder_table(source)
+        return read_table(source, self._image_dir(), self.hparams.name_column, None, self.class_names)
+
+    # ---- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate"):
+            self._split()
+        if stage == "test":
+            if self.hparams.test_csv:
+                self.test_table = self._labelled_csv(self.hparams.test_csv)
+            else:  # the labelled hold-out we have: the validation split
+                self._split()
+                self.test_table = self.val_table
+                if "val" in self._datasets:  # fit decoded it
+                    self._datasets["test"] = self._datasets["val"]
+        if stage == "predict":
+            if not self.hparams.predict_source:
+                raise DataError("nothing to predict: set data.predict_source to a csv of image names or a folder.")
+            self.predict_table = self._predict_source()
+        kinds = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}[stage]
+        self._decode([k for k in kinds if k not in self._datasets])
+
+    def _source(self, kind: str) -> tuple[str, ImageTable]:
+        """Whose images a kind's rows are. With the disk cache, the whole labelled csv's for training, validation and
+        testing on the validation split (one cache entry every split, fold and sweep job reuses); in memory, just
+        the kind's own rows (nothing decoded that this run does not use)."""
+        if self.hparams.image_cache and (kind in ("train", "val") or (kind == "test" and not self.hparams.test_csv)):
+            return "labelled", self.table
+        return kind, getattr(self, f"{kind}_table")
+
+    def _images_of(self, source: str, table: ImageTable) -> tuple:
+        if source not in self._images:
+            root = cache_root(self.hparams.cache_dir) if self.hparams.image_cache else None
+            hashes = self.content_hashes(table) if root else None
+            self._images[source] = load_images(table.paths, table.names, hashes, self.hparams.image_size, root)
+        return self._images[source]
+
+    def _decode(self, kinds: list[str]) -> None:
+        """Decode (or find in the cache) the images of these tables now, before any training; apply
+        data.on_bad_image."""
+        rows_of, bad_lines = {}, []
+        for kind in kinds:
+            source, source_table = self._source(kind)
+            _, failed = self._images_of(source, source_table)
+            position = {name: i for i, name in enumerate(source_table.names)}
+            rows_of[kind] = [position[name] for name in getattr(self, f"{kind}_table").names]
+            bad_lines += [failed[row] for row in rows_of[kind] if row in failed]
+        if bad_lines and self.hparams.on_bad_image == "error":
+            raise DataError(
+                f"{len(bad_lines)} image(s) could not be read:\n  "
+                + "\n  ".join(bad_lines)
+                + "\nReplace or remove them, or set data.on_bad_image=skip to train without them."
+            )
+        for line in bad_lines:
+            log.warning("skipping unreadable image %s", line)
+        self.skipped_images += bad_lines
+        size = self.hparams.image_size
+        for kind, rows in rows_of.items():
+            source, _ = self._source(kind)
+            images, failed = self._images[source]
+            keep = [i for i, row in enumerate(rows) if row not in failed]
+            table = getattr(self, f"{kind}_table")
+            if len(keep) < len(table):
+                table = table.subset(keep)
+                setattr(self, f"{kind}_table", table)
+            transform = train_transform(size, self.hparams.augment) if kind == "train" else eval_transform(size)
+            self._datasets[kind] = source, ImageDataset(images, [rows[i] for i in keep], table.labels, transform)
+
+    def dataset(self, kind: str) -> ImageDataset:
+        """The images of a kind (train, val, test, predict) after setup, as the CPU path serves them."""
+        return self._datasets[kind][1]
+
+    def serve_features(self, views: int) -> None:
+        """Serve cached backbone features (views: 1, the image; 2, also its mirror) instead of images from now on:
+        only for a backbone that never trains (runs/feature_mode.py decides)."""
+        self.feature_views = views
+
+    def _feature_dataset(self, kind: str) -> FeatureDataset:
+        source, images = self._datasets[kind]
+        if source not in self._features:
+            stored, failed = self._images[source]
+            cache = (cache_root(self.hparams.cache_dir), stored.folder.name) if isinstance(stored, DiskImages) else None
+            trainer = self.trainer
+            self._features[source] = cached_features(
+                trainer.lightning_module,
+                stored,
+                [p for p in range(len(stored)) if p not in failed],
+                self.feature_views,
+                self.hparams.image_size,
+                self.hparams.batch_size,
+                cache,
+                (str(trainer.precision), trainer.precision_plugin.forward_context()),
+            )
+        features = self._features[source][images.positions]
+        if kind == "train":
+            return FeatureDataset(features, images.labels, flip=self.hparams.augment == "flip")
+        return FeatureDataset(features, images.labels, images=images)
+
+    def _loader(self, kind: str) -> DataLoader:
+        dataset, collate, device = self.dataset(kind), None, self._device()
+        if self.feature_views and kind != "predict":
+            dataset = self._feature_dataset(kind)
+        elif kind == "train" and self._augments_on_device(device):
+            # Untransformed images with their seeds; on_after_batch_transfer augments them on the device.
+            self._device_augment = DeviceAugment(dataset.transform)
+            dataset, collate = ImageDataset(dataset.images, dataset.positions, dataset.labels), padded_collate
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        if kind == "train":
+            if world > 1 and not self._seed_shared:  # one shuffle for all ranks, each taking its share
+                self.seed, self._seed_shared = self.trainer.strategy.broadcast(self.seed), True
+            sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch, rank, world)
+        else:
+            sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
+        workers = self._workers(device)
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            collate_fn=collate,
+            # Its own generator: creating an iterator then never draws from the global RNG (dropout's).
+            generator=torch.Generator().manual_seed(self.seed),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=device.type == "cuda",
+        )
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self._device_augment is not None and self.trainer is not None and self.trainer.training:
+            return self._device_augment(batch)
+        return batch
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
+    def _augments_on_device(self, device: torch.device) -> bool:
+        return self.hparams.augment_on == "device" or (self.hparams.augment_on == "auto" and device.type != "cpu")
+
+    def _workers(self, device: torch.device) -> int:
+        """data.num_workers; auto: none on a CPU (the model uses every core) or for cached features (nothing to
+        load), else up to 8 per device, within this process's CPUs."""
+        workers = self.hparams.num_workers
+        if workers != "auto":
+            return workers
+        if device.type == "cpu" or self.feature_views:
+            return 0
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(0, min(8, cpus // max(1, self.trainer.num_devices) - 1))
+
+    def _current_epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    # ---- outputs ------------------------------------------------------------------------------
+    def save_split(self, directory: Path) -> Path:
+        """Write the validation image names (and labels) so eval can reuse exactly this split."""
+        self._split()
+        path = Path(directory) / VAL_SPLIT_FILE
+        write_csv(
+            path,
+            [self.hparams.name_column, self.hparams.label_column],
+            zip(self.val_table.names, self.val_table.labels),
+        )
+        return path
+
+
+def _check_options(val_fraction, folds, fold, subset, batch_size, classes: int, workers, augment_on) -> None:
+    """Option values that cannot work, named with their fix (the data itself is checked by check_split)."""
+    checks = [
+        ("data.val_fraction", val_fraction, 0 <= val_fraction < 1, "use a fraction in [0, 1) (0: no validation)"),
+        ("data.folds", folds, folds is None or folds >= 2, "use 2 or more folds, or null for one split"),
+        ("data.fold", fold, fold is None or bool(folds), "set data.folds=K too (data.fold picks one of K folds)"),
+        ("data.subset", subset, subset is None or subset >= 2 * classes, f"use {2 * classes} or more, or null"),
+        ("data.batch_size", batch_size, batch_size >= 1, "use 1 or more"),
+        ("data.class_names", f"<{classes} class(es)>", classes >= 2, "list two or more classes"),
+        ("data.num_workers", workers, workers == "auto" or (isinstance(workers, int) and workers >= 0), "use auto or 0+"),
+        ("data.augment_on", augment_on, augment_on in ("auto", "cpu", "device"), "use auto, cpu or device"),
+    ]
+    for option, value, ok, fix in checks:
+        if not ok:
+            raise DataError(f"{option}={value}: {fix}.")
+
+
+def _class_counts(labels: list[int], class_names: list[str]) -> str:
+    return ", ".join(f"{sum(lbl == i for lbl in labels)} {name}" for i, name in enumerate(class_names))
+
+
+def _read_names(path: Path, name_column: str) -> list[str]:
+    if not path.is_file():
+        raise DataError(
+            f"split file {path} does not exist (eval reads the val_split.csv beside a run's checkpoints/): "
+            "set data.val_split_csv=FILE, or data.test_csv=FILE to evaluate on a labelled csv."
+        )
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if name_column not in (reader.fieldnames or []):
+            raise DataError(
+                f"split file {path} has no {name_column!r} column (data.name_column); its header is "
+                f"{reader.fieldnames}."
+            )
+        return [row[name_column] for row in reader]

@@ -1,0 +1,246 @@
+"""The LightningModule: a backbone (pretrained or not) plus a new linear head for the data set's classes."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics import AUROC, Accuracy, ConfusionMatrix, F1Score, MaxMetric, MetricCollection
+from torchvision.transforms import v2
+
+from image_transfer.errors import ConfigError
+from image_transfer.models.backbones import build_backbone
+
+DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
+
+
+class ImageClassifier(L.LightningModule):
+    """Takes uint8 image batches (N, 3, H, W), normalised with the backbone's own statistics, or the backbone's cached
+    features of them (data/feature_cache.py: (N, F) to train on; (N, views, F) to evaluate: the image's, then its
+    mirror's).
+
+    mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
+    tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
+    compile=true compiles the backbone in place (nn.Module.compile): checkpoints keep their keys and the finetune
+    schedule still finds its stages.
+
+    `optimizer` and `scheduler` are Hydra configs with `_partial_: true` (kept as plain dicts so
+    checkpoints stay loadable); the scheduler partial receives total_steps and phase_starts.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        image_size: int = 224,
+        pretrained: bool = True,
+        weights_path: str | None = None,
+        dropout: float = 0.0,
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        tta_flip: bool = False,
+        channels_last: bool = True,
+        compile: bool = False,
+        backbone_lr_factor: float = 1.0,
+        lr_phase_epochs: list[int] | None = None,
+        optimizer: dict | None = None,
+        scheduler: dict | None = None,
+    ):
+        super().__init__()
+        optimizer = _plain(optimizer) or DEFAULT_OPTIMIZER
+        scheduler, lr_phase_epochs = _plain(scheduler), list(lr_phase_epochs or [])
+        self.save_hyperparameters(logger=False)  # the run's HPARAMS session is written at its end (runs/hparams.py)
+        built = build_backbone(backbone, pretrained, image_size, weights_path)
+        self.backbone = built.features
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(built.num_features, num_classes))
+        # Statistics scaled to uint8 input; not saved, they follow from the backbone name.
+        self.register_buffer("mean", torch.tensor(built.mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(built.std).view(1, 3, 1, 1) * 255, persistent=False)
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()
+
+        metrics = MetricCollection(
+            {
+                "acc": Accuracy(task="multiclass", num_classes=num_classes),
+                "f1": F1Score(task="multiclass", num_classes=num_classes, average="macro"),
+                "auroc": AUROC(task="multiclass", num_classes=num_classes),
+            }
+        )
+        for stage in ("train", "val", "test"):
+            setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
+        self.confusion = {
+            stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")
+        }
+        self.val_confusion, self.test_confusion = (
+            self.confusion["val"],
+            self.confusion["test"],
+        )  # registered as submodules
+        mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
+        mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
+        self.mix = v2.RandomChoice(mixers) if mixers else None
+        self.bn_stats_frozen = False  # set by the finetune schedule: all backbone BatchNorm statistics fixed
+        self.val_acc_best = MaxMetric()
+        self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
+        self.confusion_matrices: dict[str, list[list[int]]] = {}
+        self.test_probabilities: list[torch.Tensor] = []  # per test batch, in loader order (train saves them)
+
+    # ---- model ---------------------------------------------------------------------------------
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of uint8 images (N, 3, H, W) or of their cached features (N, F)."""
+        return self.head(inputs if inputs.ndim == 2 else self.embed(inputs))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's features (batch, num_features) of uint8 images."""
+        # The buffers' dtype, not float32: under bf16-true precision Lightning has cast the model to bfloat16.
+        x = (images.to(self.mean.dtype) - self.mean) / self.std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.backbone(x)
+
+    def train(self, mode: bool = True):
+        """Keep BatchNorm layers whose parameters are frozen (or all, with bn_stats_frozen) in eval mode:
+        their running statistics must not drift. A backbone with nothing to train is wholly in eval mode, a fixed
+        feature extractor (no dropout or drop-path either): what its cached features are."""
+        super().train(mode)
+        if mode and not any(p.requires_grad for p in self.backbone.parameters()):
+            self.backbone.eval()
+        elif mode:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+                    self.bn_stats_frozen or not any(p.requires_grad for p in module.parameters())
+                ):
+                    module.eval()
+        return self
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Class log-probabilities of images or their cached features (N, views, F); with tta_flip, those of the mean
+        probability of the image and its mirror."""
+        if inputs.ndim == 3:
+            views = inputs.unbind(1)[: 1 + self.hparams.tta_flip]
+        else:
+            views = (inputs, inputs.flip(-1)) if self.hparams.tta_flip else (inputs,)
+        log_probs = [self(view).float().log_softmax(dim=1) for view in views]
+        return log_probs[0] if len(log_probs) == 1 else torch.logaddexp(*log_probs) - math.log(2)
+
+    def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
+        """The loss, and for callbacks (the pictures) what the model received and gave back: its inputs (after
+        MixUp/CutMix; with cached features, the evaluation images they stand for, None in training), their targets
+        (soft when mixed) and the class probabilities."""
+        images, labels = batch[:2]
+        targets = labels
+        if stage == "train":
+            if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
+                images, targets = self.mix(images.float(), labels)
+                labels = targets.argmax(dim=1)
+            logits = self(images)
+            loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+            probs = logits.detach().float().softmax(dim=1)
+        else:
+            log_probs = self.log_probs(images)
+            loss = F.nll_loss(log_probs, labels)
+            probs = log_probs.exp()
+        getattr(self, f"{stage}_metrics").update(probs, labels)
+        if stage == "test":
+            self.test_probabilities.append(probs.cpu())
+        if stage in self.confusion:
+            self.confusion[stage].update(probs, labels)
+        # sync_dist: under DDP every rank logs (and checkpoints by) the mean over all ranks' images.
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=len(labels),
+            sync_dist=True,
+        )
+        shown = batch[2] if len(batch) > 2 else images if images.ndim == 4 else None
+        return {"loss": loss, "inputs": shown, "targets": targets.detach(), "probs": probs}
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._step(batch, "test")
+
+    def predict_step(self, batch, batch_idx):
+        return self.log_probs(batch[0]).exp()
+
+    # ---- epoch ends ----------------------------------------------------------------------------
+    def on_train_epoch_end(self):
+        self._log_epoch("train")
+
+    def on_validation_epoch_end(self):
+        values = self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(values["val/acc"])
+            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+
+    def on_test_epoch_start(self):
+        self.test_probabilities = []
+
+    def on_test_epoch_end(self):
+        self._log_epoch("test")
+
+    def _log_epoch(self, stage: str) -> dict:
+        metrics = getattr(self, f"{stage}_metrics")
+        values = metrics.compute()
+        metrics.reset()
+        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)  # torchmetrics synced them: equal on all ranks
+        if stage in self.confusion:
+            matrix = self.confusion[stage].compute().tolist()
+            self.confusion[stage].reset()
+            self.confusion_matrices[stage] = matrix  # for metrics.json; the pictures: inspection.callback
+        return values
+
+    # ---- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """Every parameter is in a group from the start, frozen or not: freezing only toggles
+        requires_grad, so optimizer state and LR schedules survive unfreezing and resuming."""
+        groups = []
+        for name, part, scale in (
+            ("backbone", self.backbone, self.hparams.backbone_lr_factor),
+            ("head", self.head, 1.0),
+        ):
+            params = list(part.parameters())
+            # No weight decay on biases and normalisation weights. Names label the LR curves (lr-AdamW/head ...).
+            groups.append({"name": name, "params": [p for p in params if p.ndim > 1], "lr_scale": scale})
+            no_decay = [p for p in params if p.ndim <= 1]
+            groups.append({"name": f"{name}_no_decay", "params": no_decay, "lr_scale": scale, "weight_decay": 0.0})
+        optimizer = _configured("model.optimizer", self.hparams.optimizer, [g for g in groups if g["params"]])
+        for group in optimizer.param_groups:
+            group["lr"] *= group["lr_scale"]
+        if not self.hparams.scheduler:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs
+        per_epoch = total // epochs if epochs and epochs > 0 else total
+        starts = [epoch * per_epoch for epoch in self.hparams.lr_phase_epochs]
+        scheduler = _configured(
+            "model.scheduler", self.hparams.scheduler, optimizer, total_steps=total, phase_starts=starts
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _configured(option: str, config: dict, *args, **kwargs):
+    """The optimizer or scheduler its config describes; settings it rejects are the user's to fix."""
+    try:
+        return instantiate(config)(*args, **kwargs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{option} ({config.get('_target_')}) rejects its settings: {error}") from error
+
+
+def _plain(config):
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config

@@ -1,0 +1,120 @@
+"""A classifier as an ONNX file for deployment, and ONNX Runtime predicting with it.
+
+The graph takes uint8 images (N, 3, H, W) at the checkpoint's input size, any N, and gives class probabilities
+(N, classes): the normalisation, and the flip TTA when the checkpoint uses it, are inside it, so no user can forget
+them. The file's metadata holds the class count and input size (and the class names, when known), which predict
+reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from image_transfer.errors import UserError
+from image_transfer.files import write_atomically
+from image_transfer.models.classifier import ImageClassifier
+
+log = logging.getLogger(__name__)
+
+INPUT, OUTPUT = "images", "probabilities"
+TOLERANCE = 1e-4  # largest difference of a probability allowed between ONNX Runtime and PyTorch
+
+
+class Probabilities(nn.Module):
+    """uint8 images -> class probabilities, exactly what ImageClassifier.predict_step computes."""
+
+    def __init__(self, classifier: ImageClassifier):
+        super().__init__()
+        self.classifier = classifier.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier.log_probs(images).exp()
+
+
+def export_onnx(model: ImageClassifier, path: Path, class_names: list[str] | None = None) -> dict:
+    """Write `model` to `path` as ONNX (with a dynamic batch axis) once ONNX Runtime reproduces PyTorch on random
+    batches of 1 and 3 images; returns the metadata written into the file."""
+    import onnx
+
+    wrapped, size = Probabilities(model.cpu()).eval(), model.hparams.image_size
+    # A batch of at least 2: torch.export specialises an axis whose example size is 1.
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapped,
+            (example,),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"images": {0: batch}},
+            dynamo=True,
+            verbose=False,
+        )
+    proto = program.model_proto
+    metadata = {
+        "image_size": str(size),
+        "num_classes": str(model.hparams.num_classes),
+        "tta_flip": str(bool(model.hparams.tta_flip)).lower(),
+        "backbone": model.hparams.backbone,
+        "class_names": json.dumps(class_names or []),
+        "input": "uint8 images (N, 3, H, W), RGB, H = W = image_size; output: class probabilities (N, classes)",
+    }
+    onnx.helper.set_model_props(proto, metadata)
+    data = proto.SerializeToString()
+    for count in (1, 3):
+        images = torch.randint(0, 256, (count, 3, size, size), dtype=torch.uint8, generator=torch.Generator())
+        check_parity(model, OnnxClassifier.from_bytes(data), images)
+    write_atomically(path, data)
+    log.info("wrote %s (%.1f MB): %s", path, len(data) / 1e6, metadata)
+    return metadata
+
+
+def check_parity(model: ImageClassifier, session: OnnxClassifier, images: torch.Tensor) -> float:
+    """The largest difference of a probability between ONNX Runtime and PyTorch on `images`; raises above
+    TOLERANCE."""
+    with torch.no_grad():
+        expected = Probabilities(model)(images).numpy()
+    difference = float(np.abs(session.probabilities(images.numpy()) - expected).max())
+    if difference > TOLERANCE:
+        raise RuntimeError(f"the exported graph differs from PyTorch by {difference:.2e} (> {TOLERANCE}): not written")
+    return difference
+
+
+class OnnxClassifier:
+    """An exported classifier run by ONNX Runtime (CPU), with its metadata."""
+
+    def __init__(self, session, source: str):
+        self.session, self.source = session, source
+        self.metadata = dict(session.get_modelmeta().custom_metadata_map)
+        if "image_size" not in self.metadata:
+            raise UserError(f"{source} was not written by image_transfer.export (no image_size in its metadata).")
+        self.image_size = int(self.metadata["image_size"])
+        self.num_classes = int(self.metadata["num_classes"])
+        self.tta_flip = self.metadata.get("tta_flip") == "true"
+        self.class_names = json.loads(self.metadata.get("class_names") or "[]")
+
+    @classmethod
+    def load(cls, path: Path) -> OnnxClassifier:
+        import onnxruntime
+
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as error:  # ONNX Runtime's own exception types live in a private module
+            message = " ".join(str(error).split())[:200]
+            raise UserError(f"ckpt_path={path} is not a readable ONNX model ({message}).") from error
+        return cls(session, str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OnnxClassifier:
+        import onnxruntime
+
+        return cls(onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]), "<exported graph>")
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(images, dtype=np.uint8)})[0]

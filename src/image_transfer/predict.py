@@ -1,0 +1,76 @@
+"""Predictions of a checkpoint (or an exported .onnx file, run by ONNX Runtime), or the mean probabilities of
+several, for a csv of image names or a folder, as a ready-to-submit csv.
+
+    python -m image_transfer.predict ckpt_path=... [source=test.csv | source=/path/to/folder]
+    python -m image_transfer.predict 'ckpt_path=logs/train/runs/<time>/fold_*/checkpoints/best.ckpt' tta_flip=true
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from image_transfer import CONFIG_DIR
+from image_transfer.errors import UserError
+from image_transfer.files import write_json
+from image_transfer.models.classifier import ImageClassifier
+from image_transfer.models.onnx_model import OnnxClassifier
+from image_transfer.runs.build import build_tester
+from image_transfer.runs.checkpoints import checkpoint_paths, load_model
+from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
+from image_transfer.runs.failures import report_user_errors
+from image_transfer.runs.outputs import write_predictions
+
+log = logging.getLogger(__name__)
+
+
+def predict(cfg: DictConfig) -> Path:
+    models = [load_model(path, cfg) for path in checkpoint_paths(cfg.ckpt_path)]
+    sizes = sorted({input_size(m) for m in models})
+    if len(sizes) > 1:
+        raise UserError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
+    datamodule = instantiate(cfg.data, image_size=sizes[0])
+    write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
+    trainer = build_tester(cfg)
+    # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
+    probs = torch.stack([probabilities(m, trainer, datamodule) for m in models]).mean(0).numpy()
+    output = write_predictions(
+        Path(cfg.output),
+        datamodule.predict_table.names,
+        probs,
+        cfg.data.name_column,
+        cfg.data.label_column,
+        list(cfg.data.class_names),
+        probabilities=cfg.probabilities,
+    )
+    log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
+    return output
+
+
+def input_size(model: ImageClassifier | OnnxClassifier) -> int:
+    return model.image_size if isinstance(model, OnnxClassifier) else model.hparams.image_size
+
+
+def probabilities(model: ImageClassifier | OnnxClassifier, trainer, datamodule) -> torch.Tensor:
+    """Each image's class probabilities: a checkpoint through Lightning, an ONNX file through ONNX Runtime (on the
+    same uint8 batches)."""
+    if isinstance(model, OnnxClassifier):
+        datamodule.setup("predict")
+        batches = datamodule.predict_dataloader()
+        return torch.cat([torch.from_numpy(model.probabilities(images.numpy())) for images, _ in batches])
+    return torch.cat(trainer.predict(model, datamodule=datamodule))
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="predict")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

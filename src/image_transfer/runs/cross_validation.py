@@ -1,0 +1,95 @@
+"""K-fold cross-validation: one fit per fold in <run dir>/fold_<i>, the mean and spread over folds, and the
+out-of-fold predictions (every labelled image predicted once, by the model that never trained on it)."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from image_transfer.files import write_atomically, write_csv, write_json
+from image_transfer.runs.build import build_loggers
+from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
+from image_transfer.runs.fitting import fit, refuse_meaningless
+from image_transfer.runs.hparams import record_session
+from image_transfer.runs.outputs import TEST_PREDICTIONS_FILE, write_metrics
+from image_transfer.runs.ranks import is_rank_zero
+from image_transfer.runs.resume import CONFIG_FILE, LAST_CHECKPOINT, completed, require_same_config
+
+log = logging.getLogger(__name__)
+
+OUT_OF_FOLD_FILE = "oof_predictions.csv"
+
+
+def cross_validate(cfg: DictConfig) -> dict:
+    """Fit every fold of data.folds; metrics: the mean over folds, `<name>_std` their standard deviation, and
+    `folds` each fold's value. A resumed run skips finished folds. Every fold is checked before any trains."""
+    start = time.perf_counter()
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("resume"):
+        require_same_config(output_dir / CONFIG_FILE, cfg)
+    refuse_meaningless(cfg)
+    instantiate(cfg.data, fold=0).check_folds()
+    if is_rank_zero():
+        write_atomically(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+        write_json(output_dir / ENVIRONMENT_FILE, environment())
+    results = []
+    for fold in range(cfg.data.folds):
+        fold_dir = output_dir / f"fold_{fold}"
+        finished = completed(fold_dir) if cfg.get("resume") else None
+        if finished is not None:
+            results.append(finished)
+            continue
+        fold_cfg = copy.deepcopy(cfg)
+        restart = bool(cfg.get("resume")) and not (fold_dir / LAST_CHECKPOINT).is_file()
+        with open_dict(fold_cfg):
+            fold_cfg.data.fold = fold
+            fold_cfg.paths.output_dir = str(fold_dir)
+            if restart:
+                fold_cfg.resume = None  # this fold had not finished an epoch: start it again
+        log.info("fold %d of %d: %s", fold + 1, cfg.data.folds, fold_dir)
+        results.append(fit(fold_cfg, restart=restart))
+    if not is_rank_zero():
+        return {}  # under DDP rank 0 summarises
+    pool_fold_predictions(output_dir, cfg.data.folds)
+    metrics = summarise_folds(results)
+    record_session(build_loggers(cfg), cfg, metrics, step=0, fold="mean")
+    metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
+    write_metrics(output_dir, metrics)
+    return metrics
+
+
+def summarise_folds(results: list[dict]) -> dict:
+    numbers = [k for k, v in results[0].items() if isinstance(v, (int, float)) and all(k in r for r in results)]
+    metrics = {k: statistics.fmean(r[k] for r in results) for k in numbers}
+    metrics |= {f"{k}_std": statistics.stdev(r[k] for r in results) for k in numbers}
+    matrices = [r["test/confusion_matrix"] for r in results if r.get("test/confusion_matrix")]
+    if matrices:  # pooled over folds: every image counted once
+        metrics["test/confusion_matrix"] = np.sum(matrices, axis=0).tolist()
+    return metrics | {
+        "folds": {k: [r[k] for r in results] for k in numbers},
+        "fold_ckpts": [r["best_ckpt"] for r in results],
+        "device": results[0]["device"],
+    }
+
+
+def pool_fold_predictions(output_dir: Path, folds: int) -> None:
+    """Every fold's test predictions (its validation images) in one file with a `fold` column."""
+    files = [Path(output_dir) / f"fold_{fold}" / TEST_PREDICTIONS_FILE for fold in range(folds)]
+    if not all(f.is_file() for f in files):
+        log.warning("not every fold wrote %s: %s not written", TEST_PREDICTIONS_FILE, OUT_OF_FOLD_FILE)
+        return
+    rows = []
+    for fold, path in enumerate(files):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader) + ["fold"]
+            rows += [row + [fold] for row in reader]
+    write_csv(Path(output_dir) / OUT_OF_FOLD_FILE, header, rows)

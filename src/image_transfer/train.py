@@ -1,0 +1,87 @@
+"""Fit a classifier (on one split, or on every fold of data.folds), then test it on the labelled hold-out.
+
+python -m image_transfer.train [model=...] [finetune=...] [experiment=...] [key=value ...]
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import warnings
+from pathlib import Path
+
+import hydra
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig
+from optuna import TrialPruned
+
+from image_transfer import CONFIG_DIR
+from image_transfer.console.config_tree import print_config_tree
+from image_transfer.console.summary import print_summary
+from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.runs.cross_validation import cross_validate
+from image_transfer.runs.failures import report_user_errors, user_error
+from image_transfer.runs.fitting import fit
+from image_transfer.runs.lr_find import with_found_lr
+from image_transfer.runs.ranks import is_rank_zero, refuse_relaunching_in_sweeps
+from image_transfer.runs.resume import completed, resumable, resumed_if_requeued
+from image_transfer.sweeps.objective import check_objective, objective_value
+
+log = logging.getLogger(__name__)
+# Frozen BatchNorm layers are in eval mode on purpose (see ImageClassifier.train).
+warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode at the start of training")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train per `cfg`; returns the metrics also written to <output_dir>/metrics.json. Resuming a finished run
+    changes nothing and returns its metrics."""
+    cfg = resumed_if_requeued(cfg)
+    if cfg.get("resume") and (done := completed(Path(cfg.paths.output_dir))) is not None:
+        log.info("%s is complete (its metrics.json exists): nothing to resume", cfg.paths.output_dir)
+        return done
+    cfg = with_found_lr(cfg)
+    if cfg is None:  # lr_finder.then=stop: the suggestion, in lr_find.json, is the result
+        return {}
+    if cfg.data.get("folds") and cfg.data.get("fold") is None:
+        return cross_validate(cfg)
+    return fit(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    if cfg.get("keep_freed_memory"):
+        keep_freed_memory()
+    check_objective(cfg)
+    refuse_relaunching_in_sweeps(cfg)
+    print_config_tree(cfg)
+    try:
+        metrics = train(cfg)
+    except SIGTERMException:  # Lightning stops at the next batch, as a SystemExit with status 0: say so, fail
+        log.error("terminated (SIGTERM). %s", resume_hint(cfg))
+        print_summary(cfg, None, resume_hint(cfg))
+        raise SystemExit(128 + signal.SIGTERM) from None
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C: Lightning turns it into exit status 1 once it has stopped
+        print_summary(cfg, None, resume_hint(cfg))
+        raise
+    except TrialPruned:  # an Optuna search stopped this trial on purpose: not a failure to resume
+        raise
+    except Exception as error:
+        if user_error(error) is None and resumable(Path(cfg.paths.output_dir)):
+            log.error("the run failed. %s", resume_hint(cfg))
+        raise
+    if not is_rank_zero():
+        return None  # under DDP rank 0 tests and reports
+    print_summary(cfg, metrics)
+    return objective_value(cfg, metrics)  # what a Hydra sweeper optimises
+
+
+def resume_hint(cfg: DictConfig) -> str:
+    run_dir = cfg.paths.output_dir
+    if resumable(Path(run_dir)):
+        return f"Continue it with: python -m image_transfer.train <same overrides> resume={run_dir}"
+    return "No epoch finished, so there is nothing to resume: run it again (without resume=)."
+
+
+if __name__ == "__main__":
+    main()

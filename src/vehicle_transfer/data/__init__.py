@@ -1,3 +1,0 @@
-from vehicle_transfer.data.datamodule import CsvImageDataModule
-
-__all__ = ["CsvImageDataModule"]
