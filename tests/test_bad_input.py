@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import MissingConfigException
 from PIL import Image
 
-from image_transfer.data import CsvImageDataModule
+from image_transfer.data import ImageDataModule
 from image_transfer.data.table import DataError
 from image_transfer.train import train
 from tests.helpers.configs import compose_config
@@ -65,7 +65,7 @@ def messy(request, tmp_path):
 
 
 def datamodule(root, **kwargs):
-    return CsvImageDataModule(root=str(root), val_fraction=0.2, image_size=64, batch_size=8, **kwargs)
+    return ImageDataModule(root=str(root), val_fraction=0.2, image_size=64, batch_size=8, **kwargs)
 
 
 def test_unreadable_images_stop_before_training_with_the_full_list(messy):
@@ -110,16 +110,16 @@ def test_every_image_mode_and_size_becomes_rgb_at_a_bounded_size(messy):
 def test_repeated_rows(labelled, tmp_path):
     (tmp_path / "images").symlink_to(labelled.root / "images")
     (tmp_path / "train.csv").write_text("image_names,emergency_or_not\n0.jpg,1\n1.jpg,0\n0.jpg,1\n2.jpg,1\n")
-    assert CsvImageDataModule(root=str(tmp_path)).table.names == ["0.jpg", "1.jpg", "2.jpg"]  # repeat ignored
+    assert ImageDataModule(root=str(tmp_path)).table.names == ["0.jpg", "1.jpg", "2.jpg"]  # repeat ignored
     (tmp_path / "train.csv").write_text("image_names,emergency_or_not\n0.jpg,1\n1.jpg,0\n0.jpg,0\n")
     with pytest.raises(DataError, match=re.escape("0.jpg (lines 2 and 4)")):
-        _ = CsvImageDataModule(root=str(tmp_path)).table  # reading the table raises
+        _ = ImageDataModule(root=str(tmp_path)).table  # reading the table raises
 
 
 @pytest.mark.parametrize("option, value", [("data.on_bad_image", "ignore"), ("data.augment", "medium")])
 def test_bad_option_values_name_the_option(labelled, option, value, tmp_path):
     with pytest.raises(Exception, match=re.escape(f"{option}={value!r}")):
-        CsvImageDataModule(root=str(labelled.root), **{option.split(".")[1]: value})
+        ImageDataModule(root=str(labelled.root), **{option.split(".")[1]: value})
 
 
 @pytest.mark.parametrize("group", ["model", "finetune", "trainer", "experiment"])

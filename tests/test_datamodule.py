@@ -11,12 +11,12 @@ from collections import Counter
 import pytest
 import torch
 
-from image_transfer.data import CsvImageDataModule
+from image_transfer.data import ImageDataModule
 from image_transfer.data.table import DataError
 
 
 def split_of(root, **kwargs):
-    dm = CsvImageDataModule(root=str(root), **kwargs)
+    dm = ImageDataModule(root=str(root), **kwargs)
     dm.setup("fit")
     return dm
 
@@ -70,13 +70,13 @@ def test_hackathon_layout_with_train_folder(labelled, tmp_path):
 
 
 def test_batches_are_uint8_images_at_the_backbone_size(labelled, tmp_path):
-    dm = CsvImageDataModule(root=str(labelled.root), subset=64, image_size=96, batch_size=8, augment="strong")
+    dm = ImageDataModule(root=str(labelled.root), subset=64, image_size=96, batch_size=8, augment="strong")
     dm.setup("fit")
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (8, 3, 96, 96) and images.dtype == torch.uint8
     assert set(labels.tolist()) <= {0, 1}
     dm.save_split(tmp_path)
-    reused = CsvImageDataModule(root=str(labelled.root), subset=64, val_split_csv=str(tmp_path / "val_split.csv"))
+    reused = ImageDataModule(root=str(labelled.root), subset=64, val_split_csv=str(tmp_path / "val_split.csv"))
     reused.setup("validate")
     assert reused.val_table.names == dm.val_table.names
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from image_transfer.callbacks.finetune import backbone_stages
-from image_transfer.data import CsvImageDataModule
+from image_transfer.data import ImageDataModule
 from image_transfer.data.dataset import ImageDataset
 from image_transfer.data.device_augment import DeviceAugment, padded_collate
 from image_transfer.models.classifier import ImageClassifier
@@ -34,7 +34,7 @@ def mixed_sizes(tmp_path_factory):
 
 @pytest.mark.parametrize("augment", ["light", "strong"])
 def test_device_augmentation_draws_what_the_cpu_path_draws(mixed_sizes, augment):
-    dm = CsvImageDataModule(root=str(mixed_sizes), image_size=32, augment=augment, val_fraction=0.25)
+    dm = ImageDataModule(root=str(mixed_sizes), image_size=32, augment=augment, val_fraction=0.25)
     dm.setup("fit")
     on_cpu = dm.dataset("train")
     keys = [(i, 1000 + 7 * i) for i in range(len(on_cpu))]
@@ -65,7 +65,7 @@ def test_seeding_each_image_leaves_the_global_generators_alone(made_up_data, mon
     calls = []
     original = torch.manual_seed
     monkeypatch.setattr(torch, "manual_seed", lambda seed: calls.append(seed) or original(seed))
-    dm = CsvImageDataModule(root=str(made_up_data.root), image_size=32, augment="strong")
+    dm = ImageDataModule(root=str(made_up_data.root), image_size=32, augment="strong")
     dm.setup("fit")
     original(5)
     before = torch.random.get_rng_state()

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from image_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
-from image_transfer.data import CsvImageDataModule
+from image_transfer.data import ImageDataModule
 from image_transfer.models.classifier import ImageClassifier
 from tests.helpers.images import blocks
 
@@ -34,9 +34,7 @@ class Subject(NamedTuple):
 @pytest.fixture(scope="module", params=["tiny", pytest.param("lite0", marks=pytest.mark.slow)])
 def subject(request) -> Subject:
     if request.param == "lite0":
-        dm = CsvImageDataModule(
-            root=str(request.getfixturevalue("shared_data")), subset=32, image_size=96, batch_size=16
-        )
+        dm = ImageDataModule(root=str(request.getfixturevalue("shared_data")), subset=32, image_size=96, batch_size=16)
         dm.setup("fit")
         return Subject("efficientnet_lite0", True, 96, next(iter(dm.train_dataloader())))
     # timm's test_efficientnet: EfficientNet's stem, blocks, head conv and BatchNorms, with 0.1 M parameters.

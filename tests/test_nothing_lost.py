@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from image_transfer.data import CsvImageDataModule
+from image_transfer.data import ImageDataModule
 from image_transfer.errors import UserError
 from image_transfer.files import write_json
 from image_transfer.runs.failures import user_error
@@ -75,7 +75,7 @@ def test_a_moved_run_dir_resumes_where_it_now_is(tmp_path, data):
 
 
 def test_a_missing_prediction_source_names_both_places_looked(tmp_path, data):
-    datamodule = CsvImageDataModule(root=str(data), predict_source="nope.csv")
+    datamodule = ImageDataModule(root=str(data), predict_source="nope.csv")
     with pytest.raises(UserError, match=r"source=nope.csv: found neither in data.root"):
         datamodule.setup("predict")
 

@@ -24,12 +24,12 @@ from image_transfer.runs.outputs import save_test_predictions, scalar_metrics, w
 
 def evaluate(cfg: DictConfig) -> dict:
     seed_run(cfg)
-    if not cfg.data.test_csv and not cfg.data.val_split_csv:
+    if cfg.data.get("from_checkpoint") and not cfg.data.test_csv and not cfg.data.val_split_csv:
         # The checkpoint lives in <run dir>/checkpoints/; its run saved the validation names beside them.
         with open_dict(cfg):
             cfg.data.val_split_csv = str(from_project_root(cfg.ckpt_path).parent.parent / VAL_SPLIT_FILE)
     model, datamodule = load_checkpoint(cfg)
-    if not cfg.data.test_csv:
+    if not cfg.data.test_csv and not datamodule.data.test:
         datamodule.check_split()
     output_dir = Path(cfg.paths.output_dir)
     write_json(output_dir / ENVIRONMENT_FILE, environment())
@@ -41,7 +41,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "ckpt_path": cfg.ckpt_path,
         "evaluated_on": cfg.data.test_csv or cfg.data.val_split_csv,
     }
-    save_test_predictions(output_dir, cfg.data, datamodule.test_table, model.test_probabilities)
+    save_test_predictions(output_dir, datamodule, model.test_probabilities)
     write_metrics(output_dir, metrics)
     return metrics
 

@@ -46,7 +46,7 @@ def write_atomically(path: Path, data: str | bytes) -> Path:
 
 
 def write_json(path: Path, data: dict) -> Path:
-    return write_atomically(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return write_atomically(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable) -> Path:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import hydra
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from image_transfer import CONFIG_DIR
@@ -21,7 +20,7 @@ from image_transfer.files import write_json
 from image_transfer.models.classifier import ImageClassifier
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.runs.build import build_tester
-from image_transfer.runs.checkpoints import checkpoint_paths, load_model
+from image_transfer.runs.checkpoints import checkpoint_paths, class_names_of, datamodule_for, load_model
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.failures import report_user_errors
 from image_transfer.runs.outputs import write_predictions
@@ -30,11 +29,18 @@ log = logging.getLogger(__name__)
 
 
 def predict(cfg: DictConfig) -> Path:
-    models = [load_model(path, cfg) for path in checkpoint_paths(cfg.ckpt_path)]
+    paths = checkpoint_paths(cfg.ckpt_path)
+    models = [load_model(path, cfg) for path in paths]
     sizes = sorted({input_size(m) for m in models})
     if len(sizes) > 1:
         raise UserError(f"ckpt_path: the checkpoints take different image sizes {sizes}; ensemble models of one size.")
-    datamodule = instantiate(cfg.data, image_size=sizes[0])
+    classes = [class_names_of(m) for m in models]
+    if any(c != classes[0] for c in classes):
+        raise UserError(
+            f"ckpt_path: the models' classes differ ({'; '.join(f'{p}: {c}' for p, c in zip(paths, classes))}); "
+            "ensemble models of the same classes in the same order."
+        )
+    datamodule = datamodule_for(cfg, classes[0], sizes[0], paths[0])
     write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
     trainer = build_tester(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
@@ -43,10 +49,12 @@ def predict(cfg: DictConfig) -> Path:
         Path(cfg.output),
         datamodule.predict_table.names,
         probs,
-        cfg.data.name_column,
-        cfg.data.label_column,
-        list(cfg.data.class_names),
+        # The data's own columns where its config names them; predicting reads no labelled data to find others.
+        datamodule.hparams.name_column or "image",
+        datamodule.hparams.label_column or "label",
+        classes[0],
         probabilities=cfg.probabilities,
+        label_format=cfg.label_format,
     )
     log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output

@@ -19,6 +19,7 @@ from image_transfer import CONFIG_DIR
 from image_transfer.console.config_tree import print_config_tree
 from image_transfer.console.summary import print_summary
 from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.runs.class_names import with_class_names
 from image_transfer.runs.cross_validation import cross_validate
 from image_transfer.runs.failures import report_user_errors, user_error
 from image_transfer.runs.fitting import fit
@@ -39,6 +40,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resume") and (done := completed(Path(cfg.paths.output_dir))) is not None:
         log.info("%s is complete (its metrics.json exists): nothing to resume", cfg.paths.output_dir)
         return done
+    if not cfg.data.get("class_names"):  # main has filled them in; a direct call (tests, scripts) may not have
+        cfg = with_class_names(cfg)
     cfg = with_found_lr(cfg)
     if cfg is None:  # lr_finder.then=stop: the suggestion, in lr_find.json, is the result
         return {}
@@ -52,6 +55,7 @@ def train(cfg: DictConfig) -> dict:
 def main(cfg: DictConfig) -> float | None:
     if cfg.get("keep_freed_memory"):
         keep_freed_memory()
+    cfg = with_class_names(cfg)  # before anything resolves the config: the model's size follows the classes
     check_objective(cfg)
     refuse_relaunching_in_sweeps(cfg)
     print_config_tree(cfg)

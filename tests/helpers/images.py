@@ -63,6 +63,61 @@ def make_dataset(
     return root
 
 
+# Three classes with names no code default knows: a space, an accent, a hyphen.
+OTHER_CLASSES = ["cat", "grand piano", "épée-x"]
+# What users' folders hold beside their photos: none of it is an image to train on.
+JUNK_FILES = ("Thumbs.db", ".DS_Store", "._img_000.jpg", "README.md", ".ipynb_checkpoints/img_x.jpg")
+
+
+def make_folder_dataset(
+    root: Path,
+    classes: list[str] = OTHER_CLASSES,
+    per_class: int = 20,
+    splits: dict[str, int] | None = None,
+    junk: bool = True,
+    size: tuple[int, int] = (48, 32),
+) -> Path:
+    """A folder per class under `root` (with `splits`, {folder: images per class}, under root/<folder>/ instead, e.g.
+    {"train": 16, "val": 6, "test": 6}); every other class keeps some images in a nested folder; with `junk`, each
+    class folder also holds JUNK_FILES. Image content is distinct across the whole set."""
+    index = 0
+    for split, count in (splits or {"": per_class}).items():
+        for label, name in enumerate(classes):
+            folder = root / split / name
+            for i in range(count):
+                where = folder / "nested" / "deeper" if label % 2 and i % 3 == 0 else folder
+                where.mkdir(parents=True, exist_ok=True)
+                blocks(1000 + index, size).save(where / f"img_{index:04d}.jpg", quality=95)
+                index += 1
+            for junk_name in JUNK_FILES if junk else ():
+                (folder / junk_name).parent.mkdir(parents=True, exist_ok=True)
+                (folder / junk_name).write_bytes(b"not an image")
+    return root
+
+
+def make_csv_dataset(
+    root: Path,
+    columns: tuple[str, str] = ("file", "species"),
+    classes: list[str] = OTHER_CLASSES,
+    per_class: int = 20,
+    csv_name: str = "labels.csv",
+    image_dir: str = "pictures",
+) -> Path:
+    """`root`/`csv_name` with the user's `columns` (image, label) and class names as labels, a third column the
+    template must ignore, and the images in `root`/`image_dir`. Rows are shuffled: their order means nothing."""
+    (root / image_dir).mkdir(parents=True)
+    rows = []
+    for label, name in enumerate(classes):
+        for i in range(per_class):
+            file_name = f"p{label}_{i:03d}.png"
+            blocks(5000 + label * per_class + i).save(root / image_dir / file_name)
+            rows.append((file_name, name, f"note {i}"))
+    np.random.default_rng(0).shuffle(rows)
+    with open(root / csv_name, "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([(*columns, "comment"), *rows])
+    return root
+
+
 def make_zip(folder: Path, zip_path: Path, wrapper: str | None = "emergency_vehicles") -> Path:
     """`folder`'s files zipped, inside a `wrapper` folder as downloads usually are (None: at the top)."""
     with zipfile.ZipFile(zip_path, "w") as archive:

@@ -1,3 +1,3 @@
-from image_transfer.data.datamodule import CsvImageDataModule
+from image_transfer.data.datamodule import ImageDataModule
 
-__all__ = ["CsvImageDataModule"]
+__all__ = ["ImageDataModule"]

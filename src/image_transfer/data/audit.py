@@ -21,7 +21,8 @@ from PIL import Image
 from image_transfer.data.decode import decode_all, displayed_size, orientation
 from image_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 from image_transfer.data.split import content_hash
-from image_transfer.data.table import IMAGE_SUFFIXES, DataError, class_index, read_rows
+from image_transfer.data.sources import IMAGE_SUFFIXES
+from image_transfer.data.table import DataError, class_index, read_rows
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,10 @@
-"""LightningDataModule for a CSV of image names and labels: validated table -> content split -> decoded-image cache
--> transforms (on the CPU, or on the GPU) -> batches; or cached backbone features in place of images (frozen)."""
+"""The LightningDataModule: a labelled table from any layout (data/sources.py) -> content split -> decoded-image cache
+-> transforms (on the CPU, or on the GPU) -> batches; or cached backbone features in place of images (frozen).
+
+What the rest of the package calls on it: `class_names`, `table` (every labelled image), `train_table` / `val_table`
+/ `test_table` / `predict_table` after setup, `check_split()` (refuse a split that cannot mean anything, before
+training), `content_hashes(table)`, `folds_of(table)`, `save_split(dir)`, `serve_features(views, model)`,
+`name_column` / `label_column` (the columns prediction files use), and Lightning's hooks and loaders."""
 
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ from image_transfer.data.split import (
     stratified_group_folds,
     stratified_group_split,
 )
-from image_transfer.data.table import DataError, ImageTable, find_in_root, folder_table, read_table
+from image_transfer.data.sources import LabelledData, csv_data, csv_location, folder_data, folder_table
+from image_transfer.data.table import DataError, ImageTable, read_header, read_table
 from image_transfer.data.transforms import eval_transform, train_transform
 from image_transfer.files import write_csv
 from image_transfer.paths import from_project_root
@@ -34,15 +40,19 @@ log = logging.getLogger(__name__)
 VAL_SPLIT_FILE = "val_split.csv"
 
 
-class CsvImageDataModule(L.LightningDataModule):
+LAYOUTS = ("csv", "folder")
+
+
+class ImageDataModule(L.LightningDataModule):
     def __init__(
         self,
         root: str,
+        layout: str = "csv",
         csv_file: str = "auto",
         image_dir: str = "auto",
-        name_column: str = "image_names",
-        label_column: str = "emergency_or_not",
-        class_names: tuple[str, ...] = ("non_emergency", "emergency"),
+        name_column: str | None = None,
+        label_column: str | None = None,
+        class_names: list[str] | None = None,
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int | str = "auto",
@@ -64,16 +74,19 @@ class CsvImageDataModule(L.LightningDataModule):
         predict_source: str | None = None,
     ):
         super().__init__()
-        class_names = list(class_names)  # plain types only: checkpoints are loaded with weights_only=True
+        # Plain types only: checkpoints are loaded with weights_only=True.
+        class_names = [str(c) for c in class_names] if class_names else None
         self.save_hyperparameters(logger=False)  # see runs/hparams.py
-        self.class_names = class_names
+        if layout not in LAYOUTS:
+            raise DataError(f"data.layout={layout!r}: use csv (a csv of names and labels) or folder (a folder per class).")
         self.root = from_project_root(root)
         self.seed = seed if seed is not None else int(torch.randint(2**31, ()).item())
         train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
         if on_bad_image not in ("error", "skip"):
             raise DataError(f"data.on_bad_image={on_bad_image!r}: use error (stop with the list) or skip.")
-        _check_options(val_fraction, folds, fold, subset, batch_size, len(class_names), num_workers, augment_on)
+        _check_options(val_fraction, folds, fold, subset, batch_size, class_names, num_workers, augment_on)
         self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
+        self._data: LabelledData | None = None
         self._table: ImageTable | None = None
         self._hashes: dict[tuple[str, Path], object] = {}  # (kind, path) -> content or perceptual hash
         self.train_table = self.val_table = self.test_table = self.predict_table = None
@@ -81,18 +94,43 @@ class CsvImageDataModule(L.LightningDataModule):
         self._datasets: dict[str, tuple[str, ImageDataset]] = {}  # kind -> (its source, the dataset)
         self._features: dict[str, torch.Tensor] = {}  # source -> cached backbone features by position
         self.feature_views = 0  # 1 or 2: batches carry cached backbone features, not images (serve_features)
+        self._embedder = None  # the model whose frozen backbone makes those features
         self._device_augment: DeviceAugment | None = None
         self._seed_shared = False  # under DDP, once rank 0's seed is every rank's
 
     # ---- tables -------------------------------------------------------------------------------
     @property
-    def table(self) -> ImageTable:
-        """The labelled training csv, validated, optionally reduced to a stratified subset."""
-        if self._table is None:
+    def data(self) -> LabelledData:
+        """The labelled images of data.root as its layout gives them, with their class names."""
+        if self._data is None:
             hp = self.hparams
-            csv_path = find_in_root(self.root, hp.csv_file, "data.csv_file")
-            table = read_table(csv_path, self._image_dir(), hp.name_column, hp.label_column, self.class_names)
-            require_every_class(table.labels, self.class_names, str(csv_path))
+            if hp.layout == "folder":
+                self._data = folder_data(self.root, hp.class_names)
+            else:
+                self._data = csv_data(
+                    self.root, hp.csv_file, hp.image_dir, hp.name_column, hp.label_column, hp.class_names
+                )
+        return self._data
+
+    @property
+    def class_names(self) -> list[str]:
+        """Given ones need no data read (predicting); the data's are checked against them when it is read."""
+        return self.hparams.class_names or self.data.class_names
+
+    @property
+    def name_column(self) -> str:
+        return self.hparams.name_column or self.data.name_column
+
+    @property
+    def label_column(self) -> str:
+        return self.hparams.label_column or self.data.label_column
+
+    @property
+    def table(self) -> ImageTable:
+        """Every labelled image (a given val/ folder's too), optionally reduced to a stratified subset."""
+        if self._table is None:
+            hp, table = self.hparams, self.data.table
+            require_every_class(table.labels, self.class_names, str(self.root))
             if hp.subset and hp.subset < len(table):
                 fraction = hp.subset / len(table)
                 _, keep = stratified_group_split(table.labels, self._groups(table), fraction, hp.split_seed)
@@ -105,9 +143,6 @@ class CsvImageDataModule(L.LightningDataModule):
         """False with data.val_fraction=0 (and no folds or saved split): every image trains, none validates."""
         hp = self.hparams
         return bool(hp.val_split_csv or hp.folds or hp.val_fraction > 0)
-
-    def _image_dir(self) -> Path:
-        return find_in_root(self.root, self.hparams.image_dir, "data.image_dir")
 
     def _csv_path(self, path: str, option: str) -> Path:
         """A csv (or folder) given relative to the data root (test.csv) or to the project root, or absolute."""
@@ -144,15 +179,25 @@ class CsvImageDataModule(L.LightningDataModule):
         if self.train_table is not None:
             return
         table, hp = self.table, self.hparams
+        if hp.folds and self.data.val_names is not None:
+            raise DataError(
+                f"data.folds={hp.folds}: {self.root} has a validation folder, which is the validation set; "
+                "cross-validation folds one pool of images. Move its images into the training folder, or drop "
+                "data.folds."
+            )
         if hp.val_split_csv:
-            val_names = set(_read_names(from_project_root(hp.val_split_csv), hp.name_column))
+            val_names = set(_read_names(from_project_root(hp.val_split_csv), self.name_column))
             unknown = val_names - set(table.names)
             if unknown:
                 raise DataError(
-                    f"{hp.val_split_csv}: {len(unknown)} name(s) not in the training csv, e.g. {sorted(unknown)[:5]}"
+                    f"{hp.val_split_csv}: {len(unknown)} name(s) not among the images of {self.root}, e.g. "
+                    f"{sorted(unknown)[:5]}. To evaluate on other images, set data.test_csv=FILE.csv or FOLDER."
                 )
             val = [i for i, n in enumerate(table.names) if n in val_names]
             train = [i for i, n in enumerate(table.names) if n not in val_names]
+        elif self.data.val_names is not None:  # a val/ folder: exactly its images validate
+            train = [i for i, n in enumerate(table.names) if n not in self.data.val_names]
+            val = [i for i, n in enumerate(table.names) if n in self.data.val_names]
         elif hp.folds:
             fold_of = self.folds_of(table)
             train = [i for i, f in enumerate(fold_of) if f != hp.fold]
@@ -175,6 +220,8 @@ class CsvImageDataModule(L.LightningDataModule):
             what, fix = f"the saved split {hp.val_split_csv}", "use data.test_csv=FILE, a labelled csv, instead"
         elif hp.folds:
             return self.check_folds()
+        elif self.data.val_names is not None:
+            what, fix = "the training folder", "add images of that class to it"
         else:
             what = f"data.val_fraction={hp.val_fraction}"
             fix = "raise data.val_fraction, use more images, or set data.val_fraction=0 to train on every image"
@@ -206,13 +253,23 @@ class CsvImageDataModule(L.LightningDataModule):
     def _labelled_csv(self, path: str) -> ImageTable:
         hp = self.hparams
         csv_path = self._csv_path(path, "data.test_csv")
-        return read_table(csv_path, self._image_dir(), hp.name_column, hp.label_column, self.class_names)
+        if csv_path.is_dir():
+            return folder_data(csv_path, self.class_names).table
+        _, images = csv_location(csv_path, "auto", hp.image_dir)
+        return read_table(csv_path, images, self.name_column, self.label_column, self.class_names)
 
     def _predict_source(self) -> ImageTable:
         source = self._csv_path(self.hparams.predict_source, "source")
         if source.is_dir():
             return folder_table(source)
-        return read_table(source, self._image_dir(), self.hparams.name_column, None, self.class_names)
+        _, images = csv_location(source, "auto", self.hparams.image_dir)
+        name_column = self.hparams.name_column or read_header(source)[0]
+        return read_table(source, images, name_column, None, self.class_names)
+
+    @property
+    def _test_given(self) -> bool:
+        """A test set of its own (data.test_csv, or the layout's test/ folder); else the validation split tests."""
+        return bool(self.hparams.test_csv) or self.data.test is not None
 
     # ---- Lightning hooks ----------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -221,6 +278,8 @@ class CsvImageDataModule(L.LightningDataModule):
         if stage == "test":
             if self.hparams.test_csv:
                 self.test_table = self._labelled_csv(self.hparams.test_csv)
+            elif self.data.test is not None:
+                self.test_table = self.data.test
             else:  # the labelled hold-out we have: the validation split
                 self._split()
                 self.test_table = self.val_table
@@ -237,7 +296,7 @@ class CsvImageDataModule(L.LightningDataModule):
         """Whose images a kind's rows are. With the disk cache, the whole labelled csv's for training, validation and
         testing on the validation split (one cache entry every split, fold and sweep job reuses); in memory, just
         the kind's own rows (nothing decoded that this run does not use)."""
-        if self.hparams.image_cache and (kind in ("train", "val") or (kind == "test" and not self.hparams.test_csv)):
+        if self.hparams.image_cache and (kind in ("train", "val") or (kind == "test" and not self._test_given)):
             return "labelled", self.table
         return kind, getattr(self, f"{kind}_table")
 
@@ -283,10 +342,10 @@ class CsvImageDataModule(L.LightningDataModule):
         """The images of a kind (train, val, test, predict) after setup, as the CPU path serves them."""
         return self._datasets[kind][1]
 
-    def serve_features(self, views: int) -> None:
-        """Serve cached backbone features (views: 1, the image; 2, also its mirror) instead of images from now on:
-        only for a backbone that never trains (runs/feature_mode.py decides)."""
-        self.feature_views = views
+    def serve_features(self, views: int, model) -> None:
+        """Serve features of `model`'s frozen backbone (model.embed; views: 1, the image; 2, also its mirror) instead
+        of images from now on: only for a backbone that never trains (runs/feature_mode.py decides)."""
+        self.feature_views, self._embedder = views, model
 
     def _feature_dataset(self, kind: str) -> FeatureDataset:
         source, images = self._datasets[kind]
@@ -295,7 +354,7 @@ class CsvImageDataModule(L.LightningDataModule):
             cache = (cache_root(self.hparams.cache_dir), stored.folder.name) if isinstance(stored, DiskImages) else None
             trainer = self.trainer
             self._features[source] = cached_features(
-                trainer.lightning_module,
+                self._embedder,
                 stored,
                 [p for p in range(len(stored)) if p not in failed],
                 self.feature_views,
@@ -377,26 +436,24 @@ class CsvImageDataModule(L.LightningDataModule):
 
     # ---- outputs ------------------------------------------------------------------------------
     def save_split(self, directory: Path) -> Path:
-        """Write the validation image names (and labels) so eval can reuse exactly this split."""
+        """Write the validation image names (and classes) so eval can reuse exactly this split."""
         self._split()
         path = Path(directory) / VAL_SPLIT_FILE
-        write_csv(
-            path,
-            [self.hparams.name_column, self.hparams.label_column],
-            zip(self.val_table.names, self.val_table.labels),
-        )
+        classes = [self.class_names[label] for label in self.val_table.labels]
+        write_csv(path, [self.name_column, self.label_column], zip(self.val_table.names, classes))
         return path
 
 
-def _check_options(val_fraction, folds, fold, subset, batch_size, classes: int, workers, augment_on) -> None:
+def _check_options(val_fraction, folds, fold, subset, batch_size, class_names, workers, augment_on) -> None:
     """Option values that cannot work, named with their fix (the data itself is checked by check_split)."""
+    classes = len(class_names) if class_names else 2
     checks = [
         ("data.val_fraction", val_fraction, 0 <= val_fraction < 1, "use a fraction in [0, 1) (0: no validation)"),
         ("data.folds", folds, folds is None or folds >= 2, "use 2 or more folds, or null for one split"),
         ("data.fold", fold, fold is None or bool(folds), "set data.folds=K too (data.fold picks one of K folds)"),
         ("data.subset", subset, subset is None or subset >= 2 * classes, f"use {2 * classes} or more, or null"),
         ("data.batch_size", batch_size, batch_size >= 1, "use 1 or more"),
-        ("data.class_names", f"<{classes} class(es)>", classes >= 2, "list two or more classes"),
+        ("data.class_names", class_names, classes >= 2, "list two or more classes, or null to infer them"),
         ("data.num_workers", workers, workers == "auto" or (isinstance(workers, int) and workers >= 0), "use auto or 0+"),
         ("data.augment_on", augment_on, augment_on in ("auto", "cpu", "device"), "use auto, cpu or device"),
     ]

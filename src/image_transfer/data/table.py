@@ -9,13 +9,7 @@ from pathlib import Path
 
 from image_transfer.errors import UserError
 
-# Layouts users bring: the hackathon copy (train.csv + images/ or train/) and the course copy
-# (emergency_classification.csv + images/). "auto" picks the first that exists.
-CSV_CANDIDATES = ("train.csv", "emergency_classification.csv")
-IMAGE_DIR_CANDIDATES = ("images", "train")
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 class DataError(UserError):
@@ -37,21 +31,6 @@ class ImageTable:
         return ImageTable(
             [self.names[i] for i in indices], [self.paths[i] for i in indices], [self.labels[i] for i in indices]
         )
-
-
-def find_in_root(root: Path, choice: str, option: str) -> Path:
-    """The csv (option data.csv_file) or image folder (data.image_dir) under `root`; "auto" accepts both layouts."""
-    if not root.is_dir():
-        raise DataError(
-            f"data folder {root} does not exist. Run `python scripts/prepare_data.py PATH` to put the data set in "
-            "place, or point to it with data.root=PATH (or the IMAGE_TRANSFER_DATA_DIR environment variable)."
-        )
-    candidates = CSV_CANDIDATES if option == "data.csv_file" else IMAGE_DIR_CANDIDATES
-    names = candidates if choice == "auto" else (choice,)
-    for name in names:
-        if (root / name).exists():
-            return root / name
-    raise DataError(f"{option}={choice}: none of {', '.join(names)} found in {root}; set {option}=NAME.")
 
 
 def read_table(
@@ -96,38 +75,19 @@ def read_table(
     if missing:
         raise DataError(
             f"{csv_path}: {len(missing)} listed image(s) are missing from {image_dir}: {first_items(missing)}. "
-            "Fix the csv or the data.image_dir option."
+            "Fix the csv, or point data.image_dir at the folder that holds them (relative to the csv's folder)."
         )
     return ImageTable(names, paths, labels)
 
 
-def folder_table(folder: Path) -> ImageTable:
-    """Every image file directly inside `folder`, unlabelled."""
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise DataError(f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
-    return ImageTable([p.name for p in paths], paths, [-1] * len(paths))
+def read_header(csv_path: Path) -> list[str]:
+    """The csv's column names."""
+    return _reader(csv_path).fieldnames
 
 
 def read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
-    """(line number, row) of every data row. Spreadsheet exports are read as they come: a byte-order mark,
-    Windows line ends, ";" or tab as the separator, spaces around header names."""
-    if not csv_path.is_file():
-        raise DataError(f"csv file {csv_path} does not exist.")
-    try:
-        text = csv_path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DataError(
-            f"{csv_path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as a UTF-8 csv "
-            '(in a spreadsheet: "CSV UTF-8").'
-        ) from None
-    lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise DataError(f"{csv_path} is empty; expected a header line with the columns {columns}.")
-    header = lines[0]
-    delimiter = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    """(line number, row) of every data row, which must have `columns`."""
+    reader = _reader(csv_path)
     absent = [c for c in columns if c not in reader.fieldnames]
     if absent:
         raise DataError(
@@ -144,15 +104,43 @@ def read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
     return rows
 
 
+def _reader(csv_path: Path) -> csv.DictReader:
+    """Spreadsheet exports are read as they come: a byte-order mark, Windows line ends, ";" or tab as the separator,
+    spaces around header names."""
+    if not csv_path.is_file():
+        raise DataError(f"csv file {csv_path} does not exist.")
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{csv_path} is not UTF-8 text (byte {error.start}: {error.reason}); save it as a UTF-8 csv "
+            '(in a spreadsheet: "CSV UTF-8").'
+        ) from None
+    lines = text.splitlines()
+    if not lines or not lines[0].strip():
+        raise DataError(f"{csv_path} is empty; expected a header line with the image name and label columns.")
+    header = lines[0]
+    delimiter = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    reader.fieldnames = [name.strip() for name in reader.fieldnames]
+    return reader
+
+
 def class_index(value: str | None, class_names: list[str]) -> int | None:
     value = (value or "").strip()
     if value in class_names:
         return class_names.index(value)
+    number = label_number(value)
+    return number if number is not None and number < len(class_names) else None
+
+
+def label_number(value: str) -> int | None:
+    """A label written as a class index: 1, or 1.0 as spreadsheets and pandas write it."""
     try:
-        number = float(value)  # 1, or 1.0 as spreadsheets and pandas write it
+        number = float(value)
     except ValueError:
         return None
-    return int(number) if number.is_integer() and 0 <= number < len(class_names) else None
+    return int(number) if number.is_integer() and number >= 0 else None
 
 
 def first_items(items: list[str], n: int = 10) -> str:

@@ -20,9 +20,10 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1
 
 
 class ImageClassifier(L.LightningModule):
-    """Takes uint8 image batches (N, 3, H, W), normalised with the backbone's own statistics, or the backbone's cached
-    features of them (data/feature_cache.py: (N, F) to train on; (N, views, F) to evaluate: the image's, then its
-    mirror's).
+    """Carries its class names (hparams.class_names, label order) into every checkpoint; None only in checkpoints
+    written before they did. Takes uint8 image batches (N, 3, H, W), normalised with the backbone's own statistics,
+    or the backbone's cached features of them (data/feature_cache.py: (N, F) to train on; (N, views, F) to
+    evaluate: the image's, then its mirror's).
 
     mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
     tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
@@ -37,6 +38,7 @@ class ImageClassifier(L.LightningModule):
         self,
         backbone: str,
         num_classes: int,
+        class_names: list[str] | None = None,
         image_size: int = 224,
         pretrained: bool = True,
         weights_path: str | None = None,
@@ -53,6 +55,11 @@ class ImageClassifier(L.LightningModule):
         scheduler: dict | None = None,
     ):
         super().__init__()
+        class_names = [str(c) for c in class_names] if class_names is not None else None  # plain, for weights_only
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError(
+                f"model.class_names lists {len(class_names)} classes but model.num_classes={num_classes}."
+            )
         optimizer = _plain(optimizer) or DEFAULT_OPTIMIZER
         scheduler, lr_phase_epochs = _plain(scheduler), list(lr_phase_epochs or [])
         self.save_hyperparameters(logger=False)  # the run's HPARAMS session is written at its end (runs/hparams.py)

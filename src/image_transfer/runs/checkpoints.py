@@ -9,6 +9,7 @@ truncated file that looks complete.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import pickle
 import zipfile
@@ -17,12 +18,15 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from image_transfer.data import ImageDataModule
 from image_transfer.errors import UserError
 from image_transfer.models.classifier import ImageClassifier
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.paths import from_project_root
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,7 +65,7 @@ def require_checkpoint(path: str, option: str = "ckpt_path") -> Path:
 
 
 def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
-    """The classifier saved in `path`, for cfg.data's classes; cfg.tta_flip (when not null) replaces its setting."""
+    """The classifier saved in `path`, with its class names; cfg.tta_flip (when not null) replaces its setting."""
     ckpt = require_checkpoint(path)
     try:
         # The architecture comes from the checkpoint's hyperparameters, the weights from its state dict:
@@ -72,14 +76,30 @@ def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
             f"ckpt_path={path} is not a checkpoint of this project's classifier ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:200]}). Use a checkpoints/best.ckpt or last.ckpt written by train."
         ) from error
-    if model.hparams.num_classes != len(cfg.data.class_names):
-        raise UserError(
-            f"{ckpt} predicts {model.hparams.num_classes} classes but data.class_names lists "
-            f"{len(cfg.data.class_names)}: set data.class_names to the classes it was trained on."
-        )
+    if not model.hparams.get("class_names"):  # written before the classes travelled with the model
+        model.hparams.class_names = _configured_class_names(ckpt, cfg, model.hparams.num_classes)
     if cfg.get("tta_flip") is not None:
         model.hparams.tta_flip = bool(cfg.tta_flip)
     return model
+
+
+def _configured_class_names(file: Path, cfg: DictConfig, num_classes: int) -> list[str]:
+    """An older checkpoint's classes: the data config's (given, or its run's), checked by count only."""
+    given = (cfg.get("data") or {}).get("class_names") or cfg.get("class_names")
+    if given is None and file.suffix != ".onnx":
+        given = (saved_data_settings(file) or {}).get("class_names")
+    if not given:
+        raise UserError(
+            f"{file} was written before checkpoints carried their class names: give them with "
+            "data.class_names=[...] (or class_names=[...] for export), in label order."
+        )
+    if len(given) != num_classes:
+        raise UserError(
+            f"{file} predicts {num_classes} classes but data.class_names lists {len(given)}: "
+            "set data.class_names to the classes it was trained on."
+        )
+    log.warning("%s carries no class names (an older checkpoint): using the configured %s", file, list(given))
+    return [str(c) for c in given]
 
 
 def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
@@ -88,17 +108,18 @@ def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
     if not file.is_file():
         raise UserError(f"ckpt_path={path}: no such ONNX file.")
     model = OnnxClassifier.load(file)
-    if model.num_classes != len(cfg.data.class_names):
-        raise UserError(
-            f"{file} predicts {model.num_classes} classes but data.class_names lists {len(cfg.data.class_names)}: "
-            "set data.class_names to the classes it was trained on."
-        )
+    if not model.class_names:
+        model.class_names = _configured_class_names(file, cfg, model.num_classes)
     if cfg.get("tta_flip") is not None and bool(cfg.tta_flip) != model.tta_flip:
         raise UserError(
             f"tta_flip={cfg.tta_flip}: {file} was exported with tta_flip={str(model.tta_flip).lower()} inside its "
             "graph; export the checkpoint again with the tta_flip you want."
         )
     return model
+
+
+def class_names_of(model: ImageClassifier | OnnxClassifier) -> list[str]:
+    return list(model.class_names if isinstance(model, OnnxClassifier) else model.hparams.class_names)
 
 
 def load_model(path: str, cfg: DictConfig) -> ImageClassifier | OnnxClassifier:
@@ -122,7 +143,36 @@ def checkpoint_paths(spec) -> list[str]:
 
 
 def load_checkpoint(cfg: DictConfig):
-    """The classifier in cfg.ckpt_path, and a datamodule configured for its input size and classes."""
+    """The classifier in cfg.ckpt_path, and a datamodule for its input size and classes."""
     model = load_classifier(cfg.ckpt_path, cfg)
-    datamodule = instantiate(cfg.data, image_size=model.hparams.image_size)
-    return model, datamodule
+    return model, datamodule_for(cfg, model.hparams.class_names, model.hparams.image_size, cfg.ckpt_path)
+
+
+def saved_data_settings(ckpt: Path) -> dict | None:
+    """The data module settings a checkpoint was trained with (Lightning saves them beside the weights)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+    return saved.get("datamodule_hyper_parameters")
+
+
+def datamodule_for(cfg: DictConfig, class_names: list[str], image_size: int, ckpt_path: str | None = None):
+    """A datamodule reading labels against the model's `class_names`. cfg.data describes the data (data=csv ...), or
+    (data=checkpoint, the default of eval and predict) its keys that are set replace the checkpoint's own data
+    settings. A data config that names other classes, or the same in another order, is refused."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    given = data.get("class_names")
+    if given and [str(c) for c in given] != list(class_names):
+        raise UserError(
+            f"data.class_names lists {list(given)} but the model's classes are {list(class_names)} (in label order): "
+            "a model labels only the classes it was trained on, in their order. Drop data.class_names (the model's "
+            "are used) or list them as the model does."
+        )
+    if not data.pop("from_checkpoint", False):
+        return instantiate(data, image_size=image_size, class_names=list(class_names))
+    saved = (
+        saved_data_settings(require_checkpoint(ckpt_path))
+        if ckpt_path and not str(ckpt_path).endswith(".onnx")
+        else None
+    )
+    settings = {**(saved or {"root": "."}), **{k: v for k, v in data.items() if v is not None}}
+    settings |= {"image_size": image_size, "class_names": list(class_names)}
+    return ImageDataModule(**settings)

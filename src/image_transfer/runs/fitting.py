@@ -15,6 +15,7 @@ from image_transfer.data.audit import duplicate_summary
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_json
 from image_transfer.runs.build import build_tester, build_trainer, seed_run
+from image_transfer.runs.class_names import write_class_names
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.feature_mode import feature_views
 from image_transfer.runs.hparams import record_session
@@ -77,8 +78,8 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         cfg = without_validation(cfg)
     # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
     duplicates = duplicate_summary(datamodule.table.labels, datamodule.content_hashes(datamodule.table))
-    datamodule.serve_features(feature_views(cfg))
     model = instantiate(cfg.model)
+    datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(
         cfg,
         first_callbacks=[instantiate(cfg.finetune.callback)],
@@ -88,6 +89,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         write_atomically(output_dir / CONFIG_FILE, resolved)
         write_json(output_dir / ENVIRONMENT_FILE, environment())
         datamodule.save_split(output_dir)
+        write_class_names(output_dir, datamodule.class_names)
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.world_size > 1 and torch.distributed.is_initialized():
@@ -105,7 +107,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         tester.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics |= scalar_metrics(tester.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
-        save_test_predictions(output_dir, cfg.data, datamodule.test_table, model.test_probabilities)
+        save_test_predictions(output_dir, datamodule, model.test_probabilities)
     metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
     metrics |= {

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 
-from image_transfer.data.table import ImageTable
+from image_transfer.errors import UserError
 from image_transfer.files import write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -28,20 +27,27 @@ def write_predictions(
     class_names: list[str],
     probabilities: bool = True,
     true_labels: list[int] | None = None,
+    label_format: str = "name",
 ) -> Path:
-    """`name_column, label_column` (the predicted class index: the hackathon's submission format); with
-    `probabilities`, the predicted class's `probability` and a `prob_<class>` column per class; with
-    `true_labels`, `true_<label_column>` (the labelled class)."""
+    """`name_column, label_column` (the predicted class's name; its index with label_format=index, as the hackathon's
+    submission format asks); with `probabilities`, a `prob_<class>` column per class; with `true_labels`,
+    `true_<label_column>` (the labelled class, written the same way)."""
     if len(names) != len(probs):
         raise ValueError(f"{path}: {len(names)} image names but {len(probs)} predictions")
+    if label_format not in ("name", "index"):
+        raise UserError(f"label_format={label_format!r}: use name (the class name) or index (its position).")
+
+    def label(index: int):
+        return class_names[index] if label_format == "name" else index
+
     header = [name_column, label_column]
-    header += ["probability"] + [f"prob_{c}" for c in class_names] if probabilities else []
+    header += [f"prob_{c}" for c in class_names] if probabilities else []
     header += [f"true_{label_column}"] if true_labels is not None else []
     rows = []
     for i, (name, p) in enumerate(zip(names, probs)):
-        row = [name, int(p.argmax())]
-        row += [f"{p.max():.6f}"] + [f"{q:.6f}" for q in p] if probabilities else []
-        row += [true_labels[i]] if true_labels is not None else []
+        row = [name, label(int(p.argmax()))]
+        row += [f"{q:.6f}" for q in p] if probabilities else []
+        row += [label(true_labels[i])] if true_labels is not None else []
         rows.append(row)
     write_csv(Path(path), header, rows)
     return Path(path)
@@ -65,11 +71,10 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
     return path
 
 
-def save_test_predictions(
-    output_dir: Path, data_cfg: DictConfig, table: ImageTable, batches: list[torch.Tensor]
-) -> None:
+def save_test_predictions(output_dir: Path, datamodule, batches: list[torch.Tensor]) -> None:
     """The tested images' predictions, probabilities and labels; not written when only some images were
     tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set."""
+    table = datamodule.test_table
     tested = sum(len(b) for b in batches)
     if tested != len(table):
         log.warning("%d of %d test images were tested: %s not written", tested, len(table), TEST_PREDICTIONS_FILE)
@@ -78,8 +83,8 @@ def save_test_predictions(
         Path(output_dir) / TEST_PREDICTIONS_FILE,
         table.names,
         torch.cat(batches).numpy(),
-        data_cfg.name_column,
-        data_cfg.label_column,
-        list(data_cfg.class_names),
+        datamodule.name_column,
+        datamodule.label_column,
+        datamodule.class_names,
         true_labels=table.labels,
     )

@@ -1,0 +1,31 @@
+"""The classes of a run come from its data (inferred where data.class_names is null) before anything else is built,
+so the model (and through it every checkpoint), the callbacks and the run's config.yaml carry them."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, open_dict
+
+from image_transfer.files import write_json
+
+log = logging.getLogger(__name__)
+
+CLASS_NAMES_FILE = "class_names.json"
+
+
+def with_class_names(cfg: DictConfig) -> DictConfig:
+    """`cfg` with data.class_names as the data has them: checked where given, inferred where null."""
+    names = instantiate(cfg.data).class_names
+    if not cfg.data.get("class_names"):
+        log.info("classes (inferred from the data, in label order): %s", names)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.data.class_names = list(names)
+    return cfg
+
+
+def write_class_names(output_dir: Path, class_names: list[str]) -> Path:
+    return write_json(Path(output_dir) / CLASS_NAMES_FILE, list(class_names))
