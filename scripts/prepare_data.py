@@ -1,13 +1,15 @@
-"""Put the emergency-vehicle data set where the default config looks (data/emergency_vehicles/).
+"""Put a data set in place under data/: a folder or zip of either layout, a csv with its images (any columns) or a
+folder per class (optionally inside train/ val/ test/).
 
-    python scripts/prepare_data.py                 # ../shared/data/emergency_vehicles, if it exists
-    python scripts/prepare_data.py PATH            # a folder (linked) or a .zip (extracted)
+    python scripts/prepare_data.py                 # ../shared/data/emergency_vehicles -> data/emergency_vehicles
+    python scripts/prepare_data.py PATH            # a folder (linked) or a .zip (extracted) -> data/<its name>
     python scripts/prepare_data.py PATH --copy     # copy a folder instead of linking it
-    python scripts/prepare_data.py PATH --target DIR   # somewhere else than data/emergency_vehicles
+    python scripts/prepare_data.py PATH --target DIR   # somewhere else
+    python scripts/prepare_data.py PATH --name-column file --label-column species   # a csv's own columns
 
-The new data set is built beside the target and validated (a labelled csv, train.csv or
-emergency_classification.csv, and an image folder, images/ or train/, holding every listed image);
-only then does it replace what is at the target. Any failure leaves the target as it was.
+The new data set is built beside the target and validated as `data=csv` / `data=image_folder` would read it (a csv
+whose every listed image exists, or class folders with images); only then does it replace what is at the target.
+Any failure leaves the target as it was.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import zipfile
 from pathlib import Path
 
 from image_transfer import PROJECT_ROOT
-from image_transfer.data.table import CSV_CANDIDATES, IMAGE_DIR_CANDIDATES, DataError, read_table
+from image_transfer.data.sources import csv_data, folder_data
+from image_transfer.data.table import DataError
 from image_transfer.errors import UserError
 
-TARGET = PROJECT_ROOT / "data" / "emergency_vehicles"
+DATA_DIR = PROJECT_ROOT / "data"
 SHARED = PROJECT_ROOT.parent / "shared" / "data" / "emergency_vehicles"
 HOW_TO_GET = """No data given and none found at {shared}.
 Get the public data set (Analytics Vidhya, "Emergency vs Non-Emergency Vehicle Classification",
@@ -35,36 +38,37 @@ also mirrored on Kaggle as "emergency-vs-nonemergency-vehicle-classification"), 
 
 def dataset_root(folder: Path) -> Path:
     """The folder itself, or the single sub-folder a zip usually wraps the files in."""
-    if any((folder / name).exists() for name in CSV_CANDIDATES + IMAGE_DIR_CANDIDATES):
-        return folder  # an image folder alone is no wrapper: the csv is missing here
-    inner = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))]
-    return dataset_root(inner[0]) if len(inner) == 1 else folder
+    entries = [p for p in folder.iterdir() if not p.name.startswith(("_", "."))]
+    if len(entries) == 1 and entries[0].is_dir():
+        inner = dataset_root(entries[0])
+        # A wrapper holds the data set; a single class folder or images/ alone is the data set's own content.
+        if (
+            any(p.suffix.lower() == ".csv" for p in inner.iterdir())
+            or len([p for p in inner.iterdir() if p.is_dir()]) > 1
+        ):
+            return inner
+    return folder
 
 
-def validate(root: Path, shown: Path) -> str:
+def validate(root: Path, shown: Path, columns: tuple[str | None, str | None] = (None, None)) -> str:
     """What the data set at `root` holds, in a few words; a UserError naming `shown` (the user's path) if unusable."""
-    csv_path = next((root / name for name in CSV_CANDIDATES if (root / name).is_file()), None)
-    image_dir = next((root / name for name in IMAGE_DIR_CANDIDATES if (root / name).is_dir()), None)
-    if csv_path is None or image_dir is None:
-        lacking = (
-            " or ".join(CSV_CANDIDATES) if csv_path is None else " or ".join(f"{n}/" for n in IMAGE_DIR_CANDIDATES)
-        )
-        raise UserError(
-            f"{shown} holds no {lacking}: give the data set's folder (or a zip of it) with its labelled csv "
-            "and image folder."
-        )
     try:
-        table = read_table(csv_path, image_dir, "image_names", "emergency_or_not", ["non_emergency", "emergency"])
+        if any(p.suffix.lower() == ".csv" for p in root.iterdir()):
+            data = csv_data(root, "auto", "auto", *columns, None)
+            what = f"a csv of {len(data.table)} labelled images"
+        else:
+            data = folder_data(root, None)
+            what = f"class folders: {len(data.table)} images"
     except DataError as error:  # its paths are in the staging folder; the user knows them by `shown`
         raise UserError(str(error).replace(str(root), str(shown))) from None
-    return f"{len(table)} labelled images ({csv_path.name})"
+    return f"{what}, {len(data.class_names)} classes {data.class_names}"
 
 
-def stage(source: Path, staging: Path, copy: bool) -> Path:
+def stage(source: Path, staging: Path, copy: bool, columns=(None, None)) -> Path:
     """The new data set, built (extracted, copied or linked) and validated inside `staging`."""
     if source.is_dir():
         root = dataset_root(source)
-        validate(root, root)  # before copying: a wrong folder fails at once, not after copying all of it
+        validate(root, root, columns)  # before copying: a wrong folder fails at once, not after copying all of it
         staged, shown = staging / "data", root
         if copy:
             shutil.copytree(root, staged)
@@ -80,7 +84,7 @@ def stage(source: Path, staging: Path, copy: bool) -> Path:
         shown = source / staged.relative_to(staging / "zip")
     else:
         raise UserError(f"{source} is neither a folder nor a zip file: give the data set's folder or its .zip.")
-    print(f"validating {shown}: {validate(staged, shown)}")
+    print(f"validating {shown}: {validate(staged, shown, columns)}")
     return staged
 
 
@@ -102,7 +106,7 @@ def swap_in(new: Path, target: Path, aside: Path) -> None:
         raise
 
 
-def prepare(source: Path, target: Path, copy: bool) -> None:
+def prepare(source: Path, target: Path, copy: bool, columns=(None, None)) -> None:
     if not source.exists():
         raise UserError(f"{source} does not exist: give the path of the data set's folder or zip.")
     # The old target is deleted at the end, and the staging folder is made beside it.
@@ -115,7 +119,7 @@ def prepare(source: Path, target: Path, copy: bool) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     aside = staging / "old"
     try:
-        swap_in(stage(source, staging, copy), target, aside)
+        swap_in(stage(source, staging, copy, columns), target, aside)
     finally:
         if present(aside) and not present(target):  # stopped between the two renames: keep the old data
             print(f"the previous data set is at {aside}: rename it back to {target}.", file=sys.stderr)
@@ -131,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         "source", nargs="?", type=Path, help="data folder or zip (default: ../shared/data/emergency_vehicles)"
     )
     parser.add_argument("--copy", action="store_true", help="copy a folder instead of symlinking it")
-    parser.add_argument("--target", type=Path, default=TARGET, help=f"where the data set goes (default: {TARGET})")
+    parser.add_argument("--target", type=Path, help=f"where the data set goes (default: {DATA_DIR}/<its name>)")
+    parser.add_argument("--name-column", help="a csv's image name column (default: its first)")
+    parser.add_argument("--label-column", help="a csv's label column (default: its second)")
     args = parser.parse_args(argv)
 
     source = args.source or (SHARED if SHARED.is_dir() else None)
@@ -139,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         print(HOW_TO_GET.format(shared=SHARED), file=sys.stderr)
         return 1
     source = source.expanduser().resolve()
-    target = Path(os.path.abspath(args.target.expanduser()))  # not resolved: a linked target is replaced, not followed
+    target = args.target or DATA_DIR / source.name.removesuffix(".zip")
+    target = Path(os.path.abspath(target.expanduser()))  # not resolved: a linked target is replaced, not followed
     try:
-        prepare(source, target, args.copy)
+        prepare(source, target, args.copy, (args.name_column, args.label_column))
     except UserError as error:
         print(f"{error} Nothing changed at {target}.", file=sys.stderr)
         return 1

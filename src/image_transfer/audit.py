@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 from image_transfer import CONFIG_DIR
 from image_transfer.data.audit import audit, clean_rows
 from image_transfer.data.audit_report import markdown
-from image_transfer.data.table import find_in_root
+from image_transfer.data.sources import csv_class_names, csv_columns, csv_location
+from image_transfer.data.table import DataError
 from image_transfer.files import write_atomically, write_csv, write_json
 from image_transfer.paths import from_project_root
 from image_transfer.runs.failures import report_user_errors
@@ -28,20 +29,27 @@ log = logging.getLogger(__name__)
 def run_audit(cfg: DictConfig) -> dict:
     """Audit the configured data and write the report files; returns the report."""
     root, data = from_project_root(cfg.data.root), cfg.data
-    csv_path = find_in_root(root, data.csv_file, "data.csv_file")
+    if data.get("layout", "csv") != "csv":
+        raise DataError(
+            f"data.layout={data.layout}: the audit reads a csv of names and labels (data=csv or a config on it); "
+            "class folders are not audited yet."
+        )
+    csv_path, image_dir = csv_location(root, data.csv_file, data.image_dir)
+    name_column, label_column = csv_columns(csv_path, data.name_column, data.label_column)
+    class_names = csv_class_names(csv_path, label_column, data.class_names)
     report = audit(
         csv_path,
-        find_in_root(root, data.image_dir, "data.image_dir"),
-        data.name_column,
-        data.label_column,
-        list(data.class_names),
-        root / cfg.test_csv if cfg.test_csv else None,
+        image_dir,
+        name_column,
+        label_column,
+        class_names,
+        csv_path.parent / cfg.test_csv if cfg.test_csv else None,
         cfg.near_duplicates,
         cfg.max_distance,
     )
     output = Path(cfg.paths.output_dir)
     if cfg.clean_csv:
-        header, rows, dropped = clean_rows(csv_path, report, data.name_column, data.label_column)
+        header, rows, dropped = clean_rows(csv_path, report, name_column, label_column)
         write_csv(output / "train_clean.csv", header, rows)
         report["clean"] = {"csv": str(output / "train_clean.csv"), "rows_kept": len(rows), "dropped": dropped}
         log.info(

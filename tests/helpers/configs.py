@@ -36,10 +36,11 @@ QUICK = [
 
 
 def compose_config(config_name: str, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
-    """A config as the entry point would see it, writing into `output_dir`, reading the shared data (unless
-    `overrides` name another data.root)."""
+    """A config as the entry point would see it, writing into `output_dir`; train and audit read the shared data
+    (unless `overrides` name another data.root), eval and predict the data their checkpoint was trained on."""
+    shared = [f"data.root={SHARED_DATA}"] if config_name in ("train", "audit") else []
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name, overrides=[f"data.root={SHARED_DATA}", *overrides])
+        cfg = compose(config_name, overrides=[*shared, *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     Path(output_dir).mkdir(parents=True, exist_ok=True)
