@@ -59,6 +59,11 @@ def validate(root: Path, shown: Path, columns: tuple[str | None, str | None] = (
         else:
             data = folder_data(root, None)
             what = f"class folders: {len(data.table)} images"
+            if len(data.class_names) < 2:
+                raise UserError(
+                    f"{shown} holds no csv of labels and only one folder ({data.class_names[0]}/): give a folder (or "
+                    "zip) with a labelled csv and its images, or one folder per class (two or more)."
+                )
     except DataError as error:  # its paths are in the staging folder; the user knows them by `shown`
         raise UserError(str(error).replace(str(root), str(shown))) from None
     return f"{what}, {len(data.class_names)} classes {data.class_names}"

@@ -171,12 +171,14 @@ def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dic
 
 
 def write_submission(out: Path, run_dir: Path, data_overrides: list[str]) -> None:
-    """Mean probabilities of every fold's checkpoint, with flip TTA, for test.csv: image_names, emergency_or_not."""
+    """Mean probabilities of every fold's checkpoint, with flip TTA, for test.csv, in the hackathon's submission
+    format: the data's name and label columns, the label as the class index."""
     run_python(
         "image_transfer.predict",
         f"ckpt_path={run_dir}/fold_*/checkpoints/best.ckpt",
         "tta_flip=true",
         "probabilities=false",
+        "label_format=index",
         f"output={out / 'submission.csv'}",
         f"hydra.run.dir={out / 'predict'}",
         *data_overrides,

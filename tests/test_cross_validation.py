@@ -123,7 +123,9 @@ def test_checkpoints_hold_the_averaged_weights_and_train_tests_them(cross_valida
     averaged, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert any(not torch.equal(averaged[k], raw[k]) for k in raw if raw[k].is_floating_point())
     cfg = compose_config(
-        "eval", tmp_path, [f"ckpt_path={fold['best_ckpt']}", "data.subset=96", "trainer.accelerator=cpu", *data]
+        "eval",
+        tmp_path,
+        [f"ckpt_path={fold['best_ckpt']}", "trainer.accelerator=cpu"],  # its data: the checkpoint's
     )
     assert evaluate(cfg)["test/loss"] == pytest.approx(fold["test/loss"], abs=1e-6)
 

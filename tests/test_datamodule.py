@@ -14,6 +14,13 @@ import torch
 from image_transfer.data import ImageDataModule
 from image_transfer.data.table import DataError
 
+# The first data set's columns and classes, as its config (data=emergency_vehicles) gives them.
+EMERGENCY = {
+    "name_column": "image_names",
+    "label_column": "emergency_or_not",
+    "class_names": ["non_emergency", "emergency"],
+}
+
 
 def split_of(root, **kwargs):
     dm = ImageDataModule(root=str(root), **kwargs)
@@ -111,7 +118,7 @@ def test_bad_csv_gets_a_clear_error(labelled, tmp_path, header, rows, message):
     (tmp_path / "images").symlink_to(labelled.root / "images")
     write_csv(tmp_path / "train.csv", header, rows)
     with pytest.raises(DataError, match=re.escape(message)):
-        split_of(tmp_path)
+        split_of(tmp_path, **EMERGENCY)
 
 
 def test_missing_data_folder_says_how_to_fix(tmp_path):
@@ -121,11 +128,11 @@ def test_missing_data_folder_says_how_to_fix(tmp_path):
 
 def test_missing_csv_or_image_folder_names_the_option(labelled, tmp_path):
     (tmp_path / "images").symlink_to(labelled.root / "images")
-    with pytest.raises(
-        DataError, match=re.escape("data.csv_file=auto: none of train.csv, emergency_classification.csv")
-    ):
+    with pytest.raises(DataError, match=re.escape("no train.csv and 0 other csv files (none); set data.csv_file=NAME")):
         split_of(tmp_path)
     (tmp_path / "images").unlink()
     (tmp_path / "train.csv").symlink_to(labelled.root / "train.csv")
-    with pytest.raises(DataError, match=re.escape("data.image_dir=auto: none of images, train")):
+    with pytest.raises(DataError, match="missing from .*point data.image_dir at the folder that holds them"):
         split_of(tmp_path)
+    with pytest.raises(DataError, match=re.escape("data.image_dir=") + ".*no such folder"):
+        split_of(tmp_path, image_dir="pictures")

@@ -8,13 +8,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from image_transfer.errors import UserError
 from image_transfer.export import export
 from image_transfer.models.onnx_model import OnnxClassifier, Probabilities
 from image_transfer.predict import predict
-from image_transfer.runs.checkpoints import load_classifier
+from image_transfer.runs.checkpoints import datamodule_for, load_classifier
 from image_transfer.train import train
 from tests.helpers.configs import QUICK, TINY, compose_config
 from tests.helpers.files import read_csv
@@ -39,7 +38,7 @@ def trained(request, tmp_path_factory):
 def exported(trained, tmp_path_factory):
     ckpt, data = trained
     output = tmp_path_factory.mktemp("export") / "model.onnx"
-    cfg = compose_config("export", output.parent, [f"ckpt_path={ckpt}", f"output={output}", *data])
+    cfg = compose_config("export", output.parent, [f"ckpt_path={ckpt}", f"output={output}"])
     return export(cfg), ckpt, data
 
 
@@ -48,7 +47,7 @@ def test_onnx_runtime_reproduces_pytorch_on_the_data_set_images(exported, traine
     cfg = compose_config("predict", path.parent / "check", [f"ckpt_path={ckpt}", "source=train.csv", *data])
     model = load_classifier(str(ckpt), cfg)
     session = OnnxClassifier.load(path)
-    dm = instantiate(cfg.data, image_size=model.hparams.image_size)
+    dm = datamodule_for(cfg, model)
     dm.setup("predict")
     images = torch.cat([batch[0] for batch in dm.predict_dataloader()])[:37]
     with torch.no_grad():

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from image_transfer import PROJECT_ROOT
-from tests.helpers.images import make_dataset, make_zip, snapshot
+from tests.helpers.images import make_csv_dataset, make_dataset, make_folder_dataset, make_zip, snapshot
 
 spec = importlib.util.spec_from_file_location("prepare_data", PROJECT_ROOT / "scripts" / "prepare_data.py")
 prepare_data = importlib.util.module_from_spec(spec)
@@ -68,12 +68,12 @@ def _folder_without_images(tmp: Path) -> Path:
 
 
 BAD_SOURCES = {
-    "zip without csv": (_zip_without_csv, "holds no train.csv"),
+    "zip without csv": (_zip_without_csv, "holds no csv of labels and only one folder"),
     "not a zip": (_not_a_zip, "neither a folder nor a zip"),
     "damaged zip": (_damaged_zip, "damaged zip"),
     "zip missing images": (_zip_missing_images, "img_003.jpg"),
     "folder missing images": (_folder_missing_images, "img_005.jpg"),
-    "folder without images": (_folder_without_images, "holds no images/ or train/"),
+    "folder without images": (_folder_without_images, "8 listed image(s) are missing"),
     "no such path": (lambda tmp: tmp / "no_such_folder", "does not exist"),
 }
 
@@ -172,3 +172,17 @@ def test_the_script_exits_1_with_one_line_and_no_traceback(prepared, tmp_path):
     assert str(bad) in done.stderr and "Traceback" not in done.stderr
     assert snapshot(prepared) == before
     assert zipfile.is_zipfile(bad)  # the source is only read
+
+
+@pytest.mark.parametrize("layout", ["class_folders", "split_folders", "csv_other_columns"])
+def test_either_layout_with_any_columns_is_prepared(tmp_path, capsys, layout):
+    if layout == "csv_other_columns":
+        source = make_csv_dataset(tmp_path / "mine", image_dir="images")
+    else:
+        source = make_folder_dataset(
+            tmp_path / "mine", per_class=4, splits={"train": 4, "val": 2} if "split" in layout else None
+        )
+    target = tmp_path / "data" / "mine"
+    assert prepare_data.main([str(make_zip(source, tmp_path / "mine.zip")), "--target", str(target)]) == 0
+    assert "3 classes ['cat', 'grand piano', 'épée-x']" in capsys.readouterr().out
+    assert snapshot(target) == snapshot(source)

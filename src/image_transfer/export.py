@@ -22,7 +22,7 @@ from image_transfer.runs.failures import report_user_errors
 def export(cfg: DictConfig) -> Path:
     model = load_classifier(cfg.ckpt_path, cfg)
     output = from_project_root(cfg.output)
-    export_onnx(model, output, list(model.hparams.class_names))
+    export_onnx(model, output, list(model.hparams.class_names), model.data_settings)
     return output
 
 

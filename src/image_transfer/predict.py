@@ -20,7 +20,7 @@ from image_transfer.files import write_json
 from image_transfer.models.classifier import ImageClassifier
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.runs.build import build_tester
-from image_transfer.runs.checkpoints import checkpoint_paths, class_names_of, datamodule_for, load_model
+from image_transfer.runs.checkpoints import checkpoint_paths, class_names_of, datamodule_for, input_size, load_model
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.failures import report_user_errors
 from image_transfer.runs.outputs import write_predictions
@@ -40,7 +40,7 @@ def predict(cfg: DictConfig) -> Path:
             f"ckpt_path: the models' classes differ ({'; '.join(f'{p}: {c}' for p, c in zip(paths, classes))}); "
             "ensemble models of the same classes in the same order."
         )
-    datamodule = datamodule_for(cfg, classes[0], sizes[0], paths[0])
+    datamodule = datamodule_for(cfg, models[0])
     write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
     trainer = build_tester(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
@@ -49,7 +49,7 @@ def predict(cfg: DictConfig) -> Path:
         Path(cfg.output),
         datamodule.predict_table.names,
         probs,
-        # The data's own columns where its config names them; predicting reads no labelled data to find others.
+        # The data's own columns where its settings name them; predicting reads no labelled data to find others.
         datamodule.hparams.name_column or "image",
         datamodule.hparams.label_column or "label",
         classes[0],
@@ -58,10 +58,6 @@ def predict(cfg: DictConfig) -> Path:
     )
     log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output
-
-
-def input_size(model: ImageClassifier | OnnxClassifier) -> int:
-    return model.image_size if isinstance(model, OnnxClassifier) else model.hparams.image_size
 
 
 def probabilities(model: ImageClassifier | OnnxClassifier, trainer, datamodule) -> torch.Tensor:

@@ -255,16 +255,25 @@ class ImageDataModule(L.LightningDataModule):
         csv_path = self._csv_path(path, "data.test_csv")
         if csv_path.is_dir():
             return folder_data(csv_path, self.class_names).table
-        _, images = csv_location(csv_path, "auto", hp.image_dir)
-        return read_table(csv_path, images, self.name_column, self.label_column, self.class_names)
+        return read_table(csv_path, self._images_of_csv(csv_path), self.name_column, self.label_column, self.class_names)
 
     def _predict_source(self) -> ImageTable:
         source = self._csv_path(self.hparams.predict_source, "source")
         if source.is_dir():
             return folder_table(source)
-        _, images = csv_location(source, "auto", self.hparams.image_dir)
         name_column = self.hparams.name_column or read_header(source)[0]
-        return read_table(source, images, name_column, None, self.class_names)
+        return read_table(source, self._images_of_csv(source), name_column, None, self.class_names)
+
+    def _images_of_csv(self, csv_path: Path) -> Path:
+        """Where the images a test or predict csv lists are: the data's image folder (a csv layout), else beside the
+        csv (images/, train/ or its own folder)."""
+        hp = self.hparams
+        if hp.layout == "csv":
+            try:
+                return csv_location(self.root, hp.csv_file, hp.image_dir)[1]
+            except DataError:  # no labelled csv at data.root (predicting with an ONNX file)
+                pass
+        return csv_location(csv_path, "auto", hp.image_dir)[1]
 
     @property
     def _test_given(self) -> bool:

@@ -48,7 +48,10 @@ class LabelledData:
 def require_dir(path: Path, option: str) -> Path:
     """`path` as a readable folder, or one message saying what it is instead."""
     if not path.exists():
-        raise DataError(f"{option}={path}: no such folder. Give an existing folder (relative paths start at the project root).")
+        hint = " or put a data set in place with `python scripts/prepare_data.py PATH`" if option == "data.root" else ""
+        raise DataError(
+            f"{option}={path}: no such folder. Give an existing folder (relative paths start at the project root){hint}."
+        )
     if not path.is_dir():
         raise DataError(f"{option}={path} is a file, not a folder: give the folder that holds the images.")
     if not os.access(path, os.R_OK | os.X_OK):

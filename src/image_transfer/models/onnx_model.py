@@ -37,9 +37,12 @@ class Probabilities(nn.Module):
         return self.classifier.log_probs(images).exp()
 
 
-def export_onnx(model: ImageClassifier, path: Path, class_names: list[str] | None = None) -> dict:
+def export_onnx(
+    model: ImageClassifier, path: Path, class_names: list[str] | None = None, data_settings: dict | None = None
+) -> dict:
     """Write `model` to `path` as ONNX (with a dynamic batch axis) once ONNX Runtime reproduces PyTorch on random
-    batches of 1 and 3 images; returns the metadata written into the file."""
+    batches of 1 and 3 images; returns the metadata written into the file. `data_settings`, the data module settings
+    of the model's run, let `predict` read the same data as from its checkpoint."""
     import onnx
 
     wrapped, size = Probabilities(model.cpu()).eval(), model.hparams.image_size
@@ -63,6 +66,7 @@ def export_onnx(model: ImageClassifier, path: Path, class_names: list[str] | Non
         "tta_flip": str(bool(model.hparams.tta_flip)).lower(),
         "backbone": model.hparams.backbone,
         "class_names": json.dumps(class_names or []),
+        "data_settings": json.dumps(data_settings or {}),
         "input": "uint8 images (N, 3, H, W), RGB, H = W = image_size; output: class probabilities (N, classes)",
     }
     onnx.helper.set_model_props(proto, metadata)
@@ -98,6 +102,7 @@ class OnnxClassifier:
         self.num_classes = int(self.metadata["num_classes"])
         self.tta_flip = self.metadata.get("tta_flip") == "true"
         self.class_names = json.loads(self.metadata.get("class_names") or "[]")
+        self.data_settings = json.loads(self.metadata.get("data_settings") or "{}") or None
 
     @classmethod
     def load(cls, path: Path) -> OnnxClassifier:

@@ -76,18 +76,19 @@ def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
             f"ckpt_path={path} is not a checkpoint of this project's classifier ({type(error).__name__}: "
             f"{' '.join(str(error).split())[:200]}). Use a checkpoints/best.ckpt or last.ckpt written by train."
         ) from error
+    model.data_settings = saved_data_settings(ckpt)  # what its run read: eval and predict default to the same
     if not model.hparams.get("class_names"):  # written before the classes travelled with the model
-        model.hparams.class_names = _configured_class_names(ckpt, cfg, model.hparams.num_classes)
+        model.hparams.class_names = _configured_class_names(model, cfg, ckpt)
     if cfg.get("tta_flip") is not None:
         model.hparams.tta_flip = bool(cfg.tta_flip)
     return model
 
 
-def _configured_class_names(file: Path, cfg: DictConfig, num_classes: int) -> list[str]:
-    """An older checkpoint's classes: the data config's (given, or its run's), checked by count only."""
+def _configured_class_names(model, cfg: DictConfig, file: Path) -> list[str]:
+    """An older model's classes: the data config's (given, or its run's), checked by count only."""
     given = (cfg.get("data") or {}).get("class_names") or cfg.get("class_names")
-    if given is None and file.suffix != ".onnx":
-        given = (saved_data_settings(file) or {}).get("class_names")
+    given = given or (model.data_settings or {}).get("class_names")
+    num_classes = model.num_classes if isinstance(model, OnnxClassifier) else model.hparams.num_classes
     if not given:
         raise UserError(
             f"{file} was written before checkpoints carried their class names: give them with "
@@ -109,7 +110,7 @@ def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
         raise UserError(f"ckpt_path={path}: no such ONNX file.")
     model = OnnxClassifier.load(file)
     if not model.class_names:
-        model.class_names = _configured_class_names(file, cfg, model.num_classes)
+        model.class_names = _configured_class_names(model, cfg, file)
     if cfg.get("tta_flip") is not None and bool(cfg.tta_flip) != model.tta_flip:
         raise UserError(
             f"tta_flip={cfg.tta_flip}: {file} was exported with tta_flip={str(model.tta_flip).lower()} inside its "
@@ -120,6 +121,10 @@ def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
 
 def class_names_of(model: ImageClassifier | OnnxClassifier) -> list[str]:
     return list(model.class_names if isinstance(model, OnnxClassifier) else model.hparams.class_names)
+
+
+def input_size(model: ImageClassifier | OnnxClassifier) -> int:
+    return model.image_size if isinstance(model, OnnxClassifier) else model.hparams.image_size
 
 
 def load_model(path: str, cfg: DictConfig) -> ImageClassifier | OnnxClassifier:
@@ -145,7 +150,7 @@ def checkpoint_paths(spec) -> list[str]:
 def load_checkpoint(cfg: DictConfig):
     """The classifier in cfg.ckpt_path, and a datamodule for its input size and classes."""
     model = load_classifier(cfg.ckpt_path, cfg)
-    return model, datamodule_for(cfg, model.hparams.class_names, model.hparams.image_size, cfg.ckpt_path)
+    return model, datamodule_for(cfg, model)
 
 
 def saved_data_settings(ckpt: Path) -> dict | None:
@@ -154,25 +159,21 @@ def saved_data_settings(ckpt: Path) -> dict | None:
     return saved.get("datamodule_hyper_parameters")
 
 
-def datamodule_for(cfg: DictConfig, class_names: list[str], image_size: int, ckpt_path: str | None = None):
-    """A datamodule reading labels against the model's `class_names`. cfg.data describes the data (data=csv ...), or
-    (data=checkpoint, the default of eval and predict) its keys that are set replace the checkpoint's own data
-    settings. A data config that names other classes, or the same in another order, is refused."""
-    data = OmegaConf.to_container(cfg.data, resolve=True)
+def datamodule_for(cfg: DictConfig, model: ImageClassifier | OnnxClassifier):
+    """A datamodule reading labels against the model's classes, at its input size. cfg.data describes the data
+    (data=csv ...), or (data=checkpoint, the default of eval and predict) its keys that are set replace the data
+    settings the model's run used. A data config that names other classes, or the same in another order, is
+    refused."""
+    class_names, data = class_names_of(model), OmegaConf.to_container(cfg.data, resolve=True)
     given = data.get("class_names")
-    if given and [str(c) for c in given] != list(class_names):
+    if given and [str(c) for c in given] != class_names:
         raise UserError(
-            f"data.class_names lists {list(given)} but the model's classes are {list(class_names)} (in label order): "
+            f"data.class_names lists {list(given)} but the model's classes are {class_names} (in label order): "
             "a model labels only the classes it was trained on, in their order. Drop data.class_names (the model's "
             "are used) or list them as the model does."
         )
+    fixed = {"image_size": input_size(model), "class_names": class_names}
     if not data.pop("from_checkpoint", False):
-        return instantiate(data, image_size=image_size, class_names=list(class_names))
-    saved = (
-        saved_data_settings(require_checkpoint(ckpt_path))
-        if ckpt_path and not str(ckpt_path).endswith(".onnx")
-        else None
-    )
-    settings = {**(saved or {"root": "."}), **{k: v for k, v in data.items() if v is not None}}
-    settings |= {"image_size": image_size, "class_names": list(class_names)}
-    return ImageDataModule(**settings)
+        return instantiate(data, **fixed)
+    settings = {**(model.data_settings or {"root": "."}), **{k: v for k, v in data.items() if v is not None}}
+    return ImageDataModule(**settings | fixed)

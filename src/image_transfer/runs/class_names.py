@@ -9,6 +9,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
+from image_transfer.errors import ConfigError
 from image_transfer.files import write_json
 
 log = logging.getLogger(__name__)
@@ -18,6 +19,11 @@ CLASS_NAMES_FILE = "class_names.json"
 
 def with_class_names(cfg: DictConfig) -> DictConfig:
     """`cfg` with data.class_names as the data has them: checked where given, inferred where null."""
+    if cfg.data.get("from_checkpoint"):
+        raise ConfigError(
+            "data=checkpoint reads the data settings of a checkpoint (eval, predict); training needs a data config: "
+            "data=image_folder data.root=DIR, data=csv data.root=FILE.csv, or a named one (data=emergency_vehicles)."
+        )
     names = instantiate(cfg.data).class_names
     if not cfg.data.get("class_names"):
         log.info("classes (inferred from the data, in label order): %s", names)
