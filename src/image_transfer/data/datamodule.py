@@ -8,7 +8,6 @@ training), `content_hashes(table)`, `folds_of(table)`, `save_split(dir)`, `serve
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from pathlib import Path
@@ -22,14 +21,9 @@ from image_transfer.data.device_augment import DeviceAugment, padded_collate
 from image_transfer.data.disk_cache import cache_root
 from image_transfer.data.feature_cache import cached_features
 from image_transfer.data.image_store import DiskImages, load_images
-from image_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
-from image_transfer.data.split import (
-    content_hash,
-    require_every_class,
-    stratified_group_folds,
-    stratified_group_split,
-)
+from image_transfer.data.split import require_every_class
 from image_transfer.data.sources import LabelledData, csv_data, csv_location, folder_data, folder_table
+from image_transfer.data.splitting import Splitter, read_split_names
 from image_transfer.data.table import DataError, ImageTable, read_header, read_table
 from image_transfer.data.transforms import eval_transform, train_transform
 from image_transfer.files import write_csv
@@ -88,7 +82,7 @@ class ImageDataModule(L.LightningDataModule):
         self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
         self._data: LabelledData | None = None
         self._table: ImageTable | None = None
-        self._hashes: dict[tuple[str, Path], object] = {}  # (kind, path) -> content or perceptual hash
+        self.splitter = Splitter(val_fraction, split_seed, folds, fold, near_duplicate_distance, subset)
         self.train_table = self.val_table = self.test_table = self.predict_table = None
         self._images: dict[str, tuple] = {}  # source -> (its decoded images by position, {position: failure})
         self._datasets: dict[str, tuple[str, ImageDataset]] = {}  # kind -> (its source, the dataset)
@@ -129,20 +123,15 @@ class ImageDataModule(L.LightningDataModule):
     def table(self) -> ImageTable:
         """Every labelled image (a given val/ folder's too), optionally reduced to a stratified subset."""
         if self._table is None:
-            hp, table = self.hparams, self.data.table
-            require_every_class(table.labels, self.class_names, str(self.root))
-            if hp.subset and hp.subset < len(table):
-                fraction = hp.subset / len(table)
-                _, keep = stratified_group_split(table.labels, self._groups(table), fraction, hp.split_seed)
-                table = table.subset(keep)
-            self._table = table
+            require_every_class(self.data.table.labels, self.class_names, str(self.root))
+            self._table = self.splitter.reduced(self.data.table)
         return self._table
 
     @property
     def validates(self) -> bool:
-        """False with data.val_fraction=0 (and no folds or saved split): every image trains, none validates."""
+        """False with data.val_fraction=0 (and no folds, saved split or validation folder): none validates."""
         hp = self.hparams
-        return bool(hp.val_split_csv or hp.folds or hp.val_fraction > 0)
+        return bool(hp.val_split_csv or hp.folds or hp.val_fraction > 0 or self.data.val_names is not None)
 
     def _csv_path(self, path: str, option: str) -> Path:
         """A csv (or folder) given relative to the data root (test.csv) or to the project root, or absolute."""
@@ -154,101 +143,49 @@ class ImageDataModule(L.LightningDataModule):
             f"({from_project_root(path)}); give an existing csv (or folder), or an absolute path."
         )
 
-    def _cached_hashes(self, table: ImageTable, hash_fn) -> list:
-        """Each file is read once per kind of hash, however many subsets and splits ask."""
-        for path in table.paths:
-            if (hash_fn.__name__, path) not in self._hashes:
-                self._hashes[hash_fn.__name__, path] = hash_fn(path)
-        return [self._hashes[hash_fn.__name__, p] for p in table.paths]
-
     def content_hashes(self, table: ImageTable) -> list[str]:
-        return self._cached_hashes(table, content_hash)
-
-    def _groups(self, table: ImageTable) -> list[str]:
-        """What must stay on one side of a split: identical bytes, or also near-duplicate pixels."""
-        distance = self.hparams.near_duplicate_distance
-        if distance is None:
-            return self.content_hashes(table)
-        return [str(g) for g in near_duplicate_groups(self._cached_hashes(table, perceptual_hash), distance)]
+        return self.splitter.content_hashes(table)
 
     def folds_of(self, table: ImageTable) -> list[int]:
-        """The fold (0..data.folds-1) of each of the table's images: whole content groups, stratified."""
-        return stratified_group_folds(table.labels, self._groups(table), self.hparams.folds, self.hparams.split_seed)
+        return self.splitter.folds_of(table)
 
     def _split(self) -> None:
         if self.train_table is not None:
             return
         table, hp = self.table, self.hparams
-        if hp.folds and self.data.val_names is not None:
-            raise DataError(
-                f"data.folds={hp.folds}: {self.root} has a validation folder, which is the validation set; "
-                "cross-validation folds one pool of images. Move its images into the training folder, or drop "
-                "data.folds."
-            )
+        saved = None
         if hp.val_split_csv:
-            val_names = set(_read_names(from_project_root(hp.val_split_csv), self.name_column))
-            unknown = val_names - set(table.names)
+            saved = read_split_names(from_project_root(hp.val_split_csv), self.name_column)
+            unknown = saved - set(table.names)
             if unknown:
                 raise DataError(
                     f"{hp.val_split_csv}: {len(unknown)} name(s) not among the images of {self.root}, e.g. "
                     f"{sorted(unknown)[:5]}. To evaluate on other images, set data.test_csv=FILE.csv or FOLDER."
                 )
-            val = [i for i, n in enumerate(table.names) if n in val_names]
-            train = [i for i, n in enumerate(table.names) if n not in val_names]
-        elif self.data.val_names is not None:  # a val/ folder: exactly its images validate
-            train = [i for i, n in enumerate(table.names) if n not in self.data.val_names]
-            val = [i for i, n in enumerate(table.names) if n in self.data.val_names]
-        elif hp.folds:
-            fold_of = self.folds_of(table)
-            train = [i for i, f in enumerate(fold_of) if f != hp.fold]
-            val = [i for i, f in enumerate(fold_of) if f == hp.fold]
-        elif hp.val_fraction == 0:
-            train, val = list(range(len(table))), []
-        else:
-            train, val = stratified_group_split(table.labels, self._groups(table), hp.val_fraction, hp.split_seed)
+        train, val = self.splitter.split(table, self.data.val_names, saved)
         self.train_table, self.val_table = table.subset(train), table.subset(val)
         log.info("split %d images: %d train, %d validation", len(table), len(train), len(val))
-
-    def _subset_note(self) -> str:
-        return f" of the data.subset={self.hparams.subset}" if self.hparams.subset else ""
 
     def check_split(self) -> None:
         """Refuse, before training, a split that leaves a class out of training or (when validating) validation."""
         self._split()
-        hp, labels = self.hparams, self.table.labels
+        hp = self.hparams
+        if hp.folds:
+            return self.check_folds()
         if hp.val_split_csv:
             what, fix = f"the saved split {hp.val_split_csv}", "use data.test_csv=FILE, a labelled csv, instead"
-        elif hp.folds:
-            return self.check_folds()
         elif self.data.val_names is not None:
             what, fix = "the training folder", "add images of that class to it"
         else:
             what = f"data.val_fraction={hp.val_fraction}"
             fix = "raise data.val_fraction, use more images, or set data.val_fraction=0 to train on every image"
-        sides = [("training", self.train_table.labels)] + [("validation", self.val_table.labels)] * self.validates
-        for side, side_labels in sides:
-            absent = [c for i, c in enumerate(self.class_names) if i not in side_labels]
-            if absent:
-                raise DataError(
-                    f"{what} leaves the {side} images without class {', '.join(map(repr, absent))} "
-                    f"({_class_counts(labels, self.class_names)}{self._subset_note()}): {fix}."
-                )
+        sides = {"training": self.train_table.labels}
+        if self.validates and self.data.val_names is None:  # a given validation folder may lack a class
+            sides["validation"] = self.val_table.labels
+        self.splitter.check_sides(self.table, sides, self.class_names, what, fix)
 
     def check_folds(self) -> None:
-        """Every fold must validate and train on every class: a class needs as many distinct images as folds."""
-        hp = self.hparams
-        if hp.fold is not None and not 0 <= hp.fold < hp.folds:
-            raise DataError(f"data.fold={hp.fold}: data.folds={hp.folds} has folds 0..{hp.folds - 1}.")
-        fold_of, labels, groups = self.folds_of(self.table), self.table.labels, self._groups(self.table)
-        for index, name in enumerate(self.class_names):
-            missing = sum(index not in {lbl for lbl, f in zip(labels, fold_of) if f == k} for k in range(hp.folds))
-            if missing:
-                distinct = len({g for g, lbl in zip(groups, labels) if lbl == index})
-                raise DataError(
-                    f"data.folds={hp.folds}: class {name!r} has only {distinct} distinct image(s){self._subset_note()} "
-                    f"(copies count once), so {missing} fold(s) would validate without it. Use data.folds={distinct} "
-                    "or fewer, or more images."
-                )
+        self.splitter.check_folds(self.table, self.class_names)
 
     def _labelled_csv(self, path: str) -> ImageTable:
         hp = self.hparams
@@ -469,23 +406,3 @@ def _check_options(val_fraction, folds, fold, subset, batch_size, class_names, w
     for option, value, ok, fix in checks:
         if not ok:
             raise DataError(f"{option}={value}: {fix}.")
-
-
-def _class_counts(labels: list[int], class_names: list[str]) -> str:
-    return ", ".join(f"{sum(lbl == i for lbl in labels)} {name}" for i, name in enumerate(class_names))
-
-
-def _read_names(path: Path, name_column: str) -> list[str]:
-    if not path.is_file():
-        raise DataError(
-            f"split file {path} does not exist (eval reads the val_split.csv beside a run's checkpoints/): "
-            "set data.val_split_csv=FILE, or data.test_csv=FILE to evaluate on a labelled csv."
-        )
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if name_column not in (reader.fieldnames or []):
-            raise DataError(
-                f"split file {path} has no {name_column!r} column (data.name_column); its header is "
-                f"{reader.fieldnames}."
-            )
-        return [row[name_column] for row in reader]
