@@ -256,11 +256,11 @@ def cases(inputs: Inputs, tmp: Path) -> Iterator[Case]:
         lambda d: (tmp / "notes.onnx").write_text("not a model\n"),
         entry="image_transfer.predict",
     )
-    yield Case("export: ckpt_path missing", [data, f"ckpt_path={tmp / 'absent.ckpt'}"], entry="image_transfer.export")
+    yield Case("export: ckpt_path missing", [f"ckpt_path={tmp / 'absent.ckpt'}"], entry="image_transfer.export")
     yield Case(
-        "export: data.class_names with another number of classes",
-        [data, f"ckpt_path={ckpt}", "data.class_names=[a,b,c]", f"output={tmp / 'model.onnx'}"],
-        entry="image_transfer.export",
+        "predict: data.class_names in another order than the model's",
+        [data, f"ckpt_path={ckpt}", "data.class_names=[emergency,non_emergency]"],
+        entry="image_transfer.predict",
         needs=["trained"],
     )
     # ---- the other commands ----------------------------------------------------------------------------------
