@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
@@ -14,6 +15,7 @@ import onnx
 import pytest
 import torch
 
+from image_transfer.audit import run_audit
 from image_transfer.data import ImageDataModule
 from image_transfer.data.table import DataError
 from image_transfer.errors import UserError
@@ -182,3 +184,16 @@ def test_a_checkpoint_without_class_names_loads_with_the_configured_ones(trained
 
 def _metadata(onnx_file: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(onnx_file).metadata_props}
+
+
+def test_the_audit_reads_class_folders_and_their_test_folder(tmp_path):
+    root = make_folder_dataset(tmp_path / "d", splits=SPLITS)
+    copy = next((root / "train" / OTHER_CLASSES[0]).glob("img_*.jpg"))
+    shutil.copyfile(copy, root / "test" / OTHER_CLASSES[1] / "copied.jpg")  # a test image that copies a training one
+    report = run_audit(compose_config("audit", tmp_path / "audit", ["data=image_folder", f"data.root={root}"]))
+    per_class = SPLITS["train"] + SPLITS["val"]
+    assert report["class_balance"] == dict.fromkeys(OTHER_CLASSES, per_class)
+    assert report["rows"] == 3 * per_class and not report["unreadable"] and not report["missing_files"]
+    assert report["test"]["rows"] == 3 * SPLITS["test"] + 1
+    assert report["test"]["exact_copies_of_train"] == [f"test/{OTHER_CLASSES[1]}/copied.jpg"]
+    assert (tmp_path / "audit" / "audit.md").is_file()

@@ -15,9 +15,9 @@ import hydra
 from omegaconf import DictConfig
 
 from image_transfer import CONFIG_DIR
-from image_transfer.data.audit import audit, clean_rows
+from image_transfer.data.audit import audit, audit_rows, clean_rows, table_rows
 from image_transfer.data.audit_report import markdown
-from image_transfer.data.sources import csv_class_names, csv_columns, csv_location
+from image_transfer.data.sources import csv_class_names, csv_columns, csv_location, folder_data
 from image_transfer.data.table import DataError
 from image_transfer.files import write_atomically, write_csv, write_json
 from image_transfer.paths import from_project_root
@@ -29,26 +29,25 @@ log = logging.getLogger(__name__)
 def run_audit(cfg: DictConfig) -> dict:
     """Audit the configured data and write the report files; returns the report."""
     root, data = from_project_root(cfg.data.root), cfg.data
-    if data.get("layout", "csv") != "csv":
-        raise DataError(
-            f"data.layout={data.layout}: the audit reads a csv of names and labels (data=csv or a config on it); "
-            "class folders are not audited yet."
+    if data.get("layout", "csv") == "folder":
+        report = _audit_folders(root, data.class_names, cfg)
+    else:
+        csv_path, image_dir = csv_location(root, data.csv_file, data.image_dir)
+        name_column, label_column = csv_columns(csv_path, data.name_column, data.label_column)
+        report = audit(
+            csv_path,
+            image_dir,
+            name_column,
+            label_column,
+            csv_class_names(csv_path, label_column, data.class_names),
+            csv_path.parent / cfg.test_csv if cfg.test_csv else None,
+            cfg.near_duplicates,
+            cfg.max_distance,
         )
-    csv_path, image_dir = csv_location(root, data.csv_file, data.image_dir)
-    name_column, label_column = csv_columns(csv_path, data.name_column, data.label_column)
-    class_names = csv_class_names(csv_path, label_column, data.class_names)
-    report = audit(
-        csv_path,
-        image_dir,
-        name_column,
-        label_column,
-        class_names,
-        csv_path.parent / cfg.test_csv if cfg.test_csv else None,
-        cfg.near_duplicates,
-        cfg.max_distance,
-    )
     output = Path(cfg.paths.output_dir)
     if cfg.clean_csv:
+        if data.get("layout", "csv") == "folder":
+            raise DataError("clean_csv=true writes a cleaned csv: class folders have none; drop clean_csv.")
         header, rows, dropped = clean_rows(csv_path, report, name_column, label_column)
         write_csv(output / "train_clean.csv", header, rows)
         report["clean"] = {"csv": str(output / "train_clean.csv"), "rows_kept": len(rows), "dropped": dropped}
@@ -62,6 +61,19 @@ def run_audit(cfg: DictConfig) -> dict:
     write_atomically(output / "audit.md", markdown(report))
     log.info("audit written to %s: %s", output, ", ".join(f"{k} {v}" for k, v in report["summary"].items()))
     return report
+
+
+def _audit_folders(root: Path, class_names, cfg: DictConfig) -> dict:
+    """Class folders: every image of every split folder (train/ val/ and test/, whose copies of training images
+    are reported as the test csv's are)."""
+    data = folder_data(root, class_names)
+    names = list(data.class_names)
+    test = None
+    if data.test is not None:
+        test = ("test/", table_rows(data.test, names), None)
+    return audit_rows(
+        str(root), table_rows(data.table, names), root, names, test, cfg.near_duplicates, cfg.max_distance
+    )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="audit")

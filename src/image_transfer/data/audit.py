@@ -22,7 +22,7 @@ from image_transfer.data.decode import decode_all, displayed_size, orientation
 from image_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 from image_transfer.data.split import content_hash
 from image_transfer.data.sources import IMAGE_SUFFIXES
-from image_transfer.data.table import DataError, class_index, read_rows
+from image_transfer.data.table import DataError, ImageTable, class_index, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -142,10 +142,35 @@ def audit(
     near_duplicates: bool = True,
     max_distance: int = 4,
 ) -> dict:
-    """The report as a dict (names listed in full); see the module docstring for what it checks."""
+    """The report of a csv layout as a dict (names listed in full); see the module docstring for what it checks."""
     class_names = list(class_names)
     rows = _rows(csv_path, name_column, label_column, class_names)
     test_rows, test_note = _test_rows(test_csv, name_column, class_names) if test_csv else ([], None)
+    test = (str(test_csv), test_rows, test_note) if test_csv else None
+    return audit_rows(str(csv_path), rows, image_dir, class_names, test, near_duplicates, max_distance)
+
+
+def table_rows(table: ImageTable, class_names: list[str]) -> list[Row]:
+    """A layout without a csv (class folders) as rows: one per image, its position for a line number."""
+    return [
+        Row(i + 1, name, label, class_names[label] if label >= 0 else "", {})
+        for i, (name, label) in enumerate(zip(table.names, table.labels))
+    ]
+
+
+def audit_rows(
+    source: str,
+    rows: list[Row],
+    image_dir: Path,
+    class_names: list[str],
+    test: tuple[str, list[Row], str | None] | None = None,
+    near_duplicates: bool = True,
+    max_distance: int = 4,
+) -> dict:
+    """The report of any layout's rows (names relative to `image_dir`); `test`: (its source, its rows, a note why
+    it has none)."""
+    class_names = list(class_names)
+    test_source, test_rows, test_note = test or (None, [], None)
     listed = {row.name for row in rows + test_rows}
     files = _inspect(image_dir, listed, near_duplicates)
 
@@ -158,7 +183,7 @@ def audit(
     readable = [name for name in names if files[name].error is None]
 
     report = {
-        "csv": str(csv_path),
+        "csv": source,
         "image_dir": str(image_dir),
         "class_names": class_names,
         "rows": len(rows),
@@ -180,8 +205,8 @@ def audit(
         report["near_duplicates"] = _near_duplicates(
             readable, [first_row[n].label for n in readable], near_ids, [files[n].sha1 for n in readable], class_names
         )
-    if test_csv is not None:
-        report["test"] = {"csv": str(test_csv)} | (
+    if test_source is not None:
+        report["test"] = {"csv": test_source} | (
             {"note": test_note}
             if test_note
             else _test_report(test_rows, files, names, readable, near_duplicates, max_distance)
