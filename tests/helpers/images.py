@@ -47,10 +47,11 @@ def make_dataset(
     image_dir: str = "images",
     counts: dict[int, int] | None = None,
     name: str = "img_{:03d}.jpg",
+    columns: tuple[str, str] = ("image_names", "emergency_or_not"),
 ) -> Path:
-    """`root` with a csv (image_names, emergency_or_not) and distinct images named `name` by index (img_000.jpg
-    ..., saved in the format of the suffix): `count` of them, classes alternating, or per `counts` ({label: n}) n
-    images of each label, label by label."""
+    """`root` with a csv (`columns`: the image name and the label index; by default the first data set's) and
+    distinct images named `name` by index (img_000.jpg ..., saved in the format of the suffix): `count` of them,
+    classes alternating, or per `counts` ({label: n}) n images of each label, label by label."""
     labels = [label for label, n in counts.items() for _ in range(n)] if counts else [i % 2 for i in range(count)]
     (root / image_dir).mkdir(parents=True)
     rows = []
@@ -59,7 +60,7 @@ def make_dataset(
         blocks(index, size).save(root / image_dir / file_name, quality=95)
         rows.append((file_name, label))
     with open(root / csv_name, "w", newline="", encoding="utf-8") as handle:
-        csv.writer(handle).writerows([("image_names", "emergency_or_not"), *rows])
+        csv.writer(handle).writerows([columns, *rows])
     return root
 
 

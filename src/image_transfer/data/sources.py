@@ -137,34 +137,17 @@ def _class_folders(folder: Path, root: Path) -> dict[str, tuple[list[Path], list
     return classes
 
 
-def _folder_side(folder: Path, root: Path, class_names: list[str], side: str) -> ImageTable:
-    classes = _class_folders(folder, root)
-    unknown = sorted(set(classes) - set(class_names))
-    if unknown:
-        raise DataError(
-            f"data.root={root}: {folder} has class folder(s) {unknown} that the classes {class_names} do not list "
-            f"(the {'data.class_names' if side == 'train' else 'train/ folder'}'s); rename or remove them."
-        )
-    names, paths, labels = [], [], []
-    for name, (images, others) in classes.items():
-        _log_skipped(folder / name, others)
-        paths += images
-        labels += [class_names.index(name)] * len(images)
-    names = [p.relative_to(root).as_posix() for p in paths]
-    return ImageTable(names, paths, labels)
-
-
 def folder_data(root: Path, class_names: list[str] | None) -> LabelledData:
     """data=image_folder: `root`/<class>/..., or `root`/train/<class>/ with val/ (or valid/) and test/ beside it."""
     require_dir(root, "data.root")
     train_dir = _subdir(root, TRAIN_DIRS)
     val_dir, test_dir = (_subdir(root, VAL_DIRS), _subdir(root, TEST_DIRS)) if train_dir else (None, None)
     pool = train_dir or root
-    found = sorted(_class_folders(pool, root))
-    class_names = check_class_names(class_names, found, f"the class folders of {pool}")
-    train = _folder_side(pool, root, class_names, "train")
-    val = _folder_side(val_dir, root, class_names, "val") if val_dir else None
-    test = _folder_side(test_dir, root, class_names, "test") if test_dir else None
+    classes = _class_folders(pool, root)
+    class_names = check_class_names(class_names, list(classes), f"the class folders of {pool}")
+    train = _folder_side(pool, root, class_names, classes)
+    val = _folder_side(val_dir, root, class_names) if val_dir else None
+    test = _folder_side(test_dir, root, class_names) if test_dir else None
     table = train if val is None else ImageTable(train.names + val.names, train.paths + val.paths, train.labels + val.labels)
     log.info(
         "%s: %d class folders, %d training images%s%s",
@@ -175,6 +158,23 @@ def folder_data(root: Path, class_names: list[str] | None) -> LabelledData:
         f", {len(test)} in {test_dir.name}/ (the test set)" if test else "",
     )
     return LabelledData(table, class_names, frozenset(val.names) if val else None, test)
+
+
+def _folder_side(folder: Path, root: Path, class_names: list[str], classes=None) -> ImageTable:
+    """The labelled images of `folder`'s class folders (`classes`: already listed), named relative to `root`."""
+    classes = classes or _class_folders(folder, root)
+    unknown = sorted(set(classes) - set(class_names))
+    if unknown:
+        raise DataError(
+            f"data.root={root}: {folder} has class folder(s) {unknown} that the classes {class_names} do not list; "
+            "rename or remove them."
+        )
+    paths, labels = [], []
+    for name, (images, others) in classes.items():
+        _log_skipped(folder / name, others)
+        paths += images
+        labels += [class_names.index(name)] * len(images)
+    return ImageTable([p.relative_to(root).as_posix() for p in paths], paths, labels)
 
 
 def check_class_names(given: list[str] | None, found: list[str], where: str) -> list[str]:
