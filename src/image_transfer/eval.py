@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict:
         with open_dict(cfg):
             cfg.data.val_split_csv = str(from_project_root(cfg.ckpt_path).parent.parent / VAL_SPLIT_FILE)
     model, datamodule = load_checkpoint(cfg)
-    if not cfg.data.test_csv and not datamodule.data.test:
+    if not datamodule.has_own_test_set:  # tested on its validation split
         datamodule.check_split()
     output_dir = Path(cfg.paths.output_dir)
     write_json(output_dir / ENVIRONMENT_FILE, environment())
@@ -39,7 +39,8 @@ def evaluate(cfg: DictConfig) -> dict:
     metrics |= {
         "test/confusion_matrix": model.confusion_matrices.get("test"),
         "ckpt_path": cfg.ckpt_path,
-        "evaluated_on": cfg.data.test_csv or cfg.data.val_split_csv,
+        "evaluated_on": cfg.data.test_csv
+        or (str(datamodule.root / "test") if datamodule.data.test is not None else cfg.data.val_split_csv),
     }
     save_test_predictions(output_dir, datamodule, model.test_probabilities)
     write_metrics(output_dir, metrics)

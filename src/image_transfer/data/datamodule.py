@@ -213,7 +213,7 @@ class ImageDataModule(L.LightningDataModule):
         return csv_location(csv_path, "auto", hp.image_dir)[1]
 
     @property
-    def _test_given(self) -> bool:
+    def has_own_test_set(self) -> bool:
         """A test set of its own (data.test_csv, or the layout's test/ folder); else the validation split tests."""
         return bool(self.hparams.test_csv) or self.data.test is not None
 
@@ -242,7 +242,7 @@ class ImageDataModule(L.LightningDataModule):
         """Whose images a kind's rows are. With the disk cache, the whole labelled csv's for training, validation and
         testing on the validation split (one cache entry every split, fold and sweep job reuses); in memory, just
         the kind's own rows (nothing decoded that this run does not use)."""
-        if self.hparams.image_cache and (kind in ("train", "val") or (kind == "test" and not self._test_given)):
+        if self.hparams.image_cache and (kind in ("train", "val") or (kind == "test" and not self.has_own_test_set)):
             return "labelled", self.table
         return kind, getattr(self, f"{kind}_table")
 
