@@ -18,7 +18,7 @@ import torch
 from image_transfer.audit import run_audit
 from image_transfer.data import ImageDataModule
 from image_transfer.data.table import DataError
-from image_transfer.errors import UserError
+from image_transfer.errors import ConfigError, UserError
 from image_transfer.eval import evaluate
 from image_transfer.export import export
 from image_transfer.predict import predict
@@ -197,3 +197,12 @@ def test_the_audit_reads_class_folders_and_their_test_folder(tmp_path):
     assert report["test"]["rows"] == 3 * SPLITS["test"] + 1
     assert report["test"]["exact_copies_of_train"] == [f"test/{OTHER_CLASSES[1]}/copied.jpg"]
     assert (tmp_path / "audit" / "audit.md").is_file()
+
+
+def test_training_without_data_to_train_on_says_what_to_give(tmp_path):
+    cfg = compose_config("train", tmp_path, [*QUICK, "data=image_folder"])
+    cfg.data.root = "???"  # as composed without data.root=
+    with pytest.raises(ConfigError, match="data.root is not set: give the data to train on"):
+        train(cfg)
+    with pytest.raises(ConfigError, match="data=checkpoint reads the data settings of a checkpoint"):
+        train(compose_config("train", tmp_path, [*QUICK, "data=checkpoint"]))

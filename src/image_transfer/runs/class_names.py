@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_json
@@ -23,6 +23,11 @@ def with_class_names(cfg: DictConfig) -> DictConfig:
         raise ConfigError(
             "data=checkpoint reads the data settings of a checkpoint (eval, predict); training needs a data config: "
             "data=image_folder data.root=DIR, data=csv data.root=FILE.csv, or a named one (data=emergency_vehicles)."
+        )
+    if OmegaConf.is_missing(cfg.data, "root"):
+        raise ConfigError(
+            "data.root is not set: give the data to train on, data=image_folder data.root=DIR (a folder per class, "
+            "or train/ val/ folders) or data=csv data.root=FILE.csv."
         )
     names = instantiate(cfg.data).class_names
     if not cfg.data.get("class_names"):
