@@ -206,3 +206,13 @@ def test_training_without_data_to_train_on_says_what_to_give(tmp_path):
         train(cfg)
     with pytest.raises(ConfigError, match="data=checkpoint reads the data settings of a checkpoint"):
         train(compose_config("train", tmp_path, [*QUICK, "data=checkpoint"]))
+
+
+def test_cross_validation_of_class_folders_names_the_classes(tmp_path):
+    root = make_folder_dataset(tmp_path / "d", per_class=8)
+    metrics = train(
+        compose_config("train", tmp_path / "run", [*QUICK, "data=image_folder", f"data.root={root}", "data.folds=2"])
+    )
+    rows = read_csv(tmp_path / "run" / "oof_predictions.csv")
+    assert len(rows) == 24 and len(metrics["folds"]["val/acc"]) == 2
+    assert {r["true_label"] for r in rows} == set(OTHER_CLASSES) and {r["label"] for r in rows} <= set(OTHER_CLASSES)
