@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from image_transfer import CONFIG_DIR
+from image_transfer.data.sources import DEFAULT_COLUMNS
 from image_transfer.errors import UserError
 from image_transfer.files import write_json
 from image_transfer.models.classifier import ImageClassifier
@@ -50,8 +51,8 @@ def predict(cfg: DictConfig) -> Path:
         datamodule.predict_table.names,
         probs,
         # The data's own columns where its settings name them; predicting reads no labelled data to find others.
-        datamodule.hparams.name_column or "image",
-        datamodule.hparams.label_column or "label",
+        datamodule.hparams.name_column or DEFAULT_COLUMNS[0],
+        datamodule.hparams.label_column or DEFAULT_COLUMNS[1],
         classes[0],
         probabilities=cfg.probabilities,
         label_format=cfg.label_format,

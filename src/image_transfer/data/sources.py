@@ -32,6 +32,7 @@ TRAIN_DIRS, VAL_DIRS, TEST_DIRS = ("train",), ("val", "valid", "validation"), ("
 # A csv layout's "auto": the hackathon-style train.csv, else the folder's only csv; images in images/ or train/,
 # else beside the csv.
 CSV_DEFAULT, IMAGE_DIR_CANDIDATES = "train.csv", ("images", "train")
+DEFAULT_COLUMNS = ("image", "label")  # prediction columns where no csv names them
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class LabelledData:
     class_names: list[str]
     val_names: frozenset[str] | None = None  # a given validation set (a val/ folder); None: the template splits
     test: ImageTable | None = None  # a given test set (a test/ folder)
-    name_column: str = "image"  # the columns prediction files use for the image and its label
-    label_column: str = "label"
+    name_column: str = DEFAULT_COLUMNS[0]  # the columns prediction files use for the image and its label
+    label_column: str = DEFAULT_COLUMNS[1]
 
 
 # ---- paths ---------------------------------------------------------------------------------------
