@@ -26,6 +26,7 @@ from image_transfer import PROJECT_ROOT
 from image_transfer.data.sources import csv_data, folder_data
 from image_transfer.data.table import DataError
 from image_transfer.errors import UserError
+from image_transfer.files import free_space, require_writable
 
 DATA_DIR = PROJECT_ROOT / "data"
 SHARED = PROJECT_ROOT.parent / "shared" / "data" / "emergency_vehicles"
@@ -119,7 +120,7 @@ def prepare(source: Path, target: Path, copy: bool, columns=(None, None)) -> Non
         raise UserError(f"{source} is (or lies inside) {target}, which would be replaced: move the data set out of it.")
     if source.is_dir() and target.parent.resolve().is_relative_to(source):
         raise UserError(f"--target {target} lies inside {source}: choose a target outside the data set.")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    require_writable(target.parent, "--target DIR puts the data set elsewhere")
     # Same parent as the target: the final renames stay on one file system, hence atomic.
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     aside = staging / "old"
@@ -158,9 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{error} Nothing changed at {target}.", file=sys.stderr)
         return 1
     except OSError as error:
+        # copytree's error lists every file that failed: the first one says why
+        reason = error.args[0][0][2] if isinstance(error, shutil.Error) and error.args[0] else error
         print(
-            f"preparing {target} from {source} failed: {error}. Nothing changed at {target}; "
-            f"check that {target.parent} is writable and has room, then run again.",
+            f"preparing {target} from {source} failed: {reason} ({free_space(target.parent)} there). Nothing changed "
+            f"at {target}; make room there (or choose another --target DIR), then run again.",
             file=sys.stderr,
         )
         return 1

@@ -14,6 +14,7 @@ import pytest
 
 from image_transfer import PROJECT_ROOT
 from tests.helpers.images import make_csv_dataset, make_dataset, make_folder_dataset, make_zip, snapshot
+from tests.helpers.mounts import fill, make_read_only, tmpfs
 
 spec = importlib.util.spec_from_file_location("prepare_data", PROJECT_ROOT / "scripts" / "prepare_data.py")
 prepare_data = importlib.util.module_from_spec(spec)
@@ -186,3 +187,22 @@ def test_either_layout_with_any_columns_is_prepared(tmp_path, capsys, layout):
     assert prepare_data.main([str(make_zip(source, tmp_path / "mine.zip")), "--target", str(target)]) == 0
     assert "3 classes ['cat', 'grand piano', 'épée-x']" in capsys.readouterr().out
     assert snapshot(target) == snapshot(source)
+
+
+def test_a_target_on_a_full_or_read_only_disk_is_refused_and_left_as_it_was(tmp_path, capsys):
+    source = make_dataset(tmp_path / "source", count=6)
+    with tmpfs(tmp_path / "disk", 2**20) as disk:
+        target = disk / "data"
+        first = make_dataset(tmp_path / "first", count=2)
+        assert prepare_data.main([str(first), "--copy", "--target", str(target)]) == 0
+        before = snapshot(target)
+        fill(disk)
+        capsys.readouterr()
+        assert prepare_data.main([str(source), "--copy", "--target", str(target)]) == 1
+        error = capsys.readouterr().err
+        assert f"no space left in {disk}" in error and f"Nothing changed at {target}" in error
+        make_read_only(disk)
+        assert prepare_data.main([str(source), "--copy", "--target", str(target)]) == 1
+        error = capsys.readouterr().err
+        assert f"cannot write in {disk} (Read-only file system): --target DIR" in error
+        assert snapshot(target) == before and sorted(p.name for p in disk.iterdir()) == ["data", "filler"]

@@ -7,6 +7,8 @@ IMAGE_TRANSFER_TRACEBACK=1 (HYDRA_FULL_ERROR=1 does the same for Hydra's own err
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class UserError(ValueError):
     """Bad input or configuration; the message says what and how to fix it."""
@@ -14,3 +16,17 @@ class UserError(ValueError):
 
 class ConfigError(UserError):
     """A configuration that cannot give a meaningful result."""
+
+
+class EnvironmentFault(UserError):
+    """The machine, not the input: a full or read-only file system, too little memory. The message names what
+    failed, what is intact and how to go on."""
+
+
+def chain(error: BaseException | None) -> Iterator[BaseException]:
+    """`error` and what caused it, or was being handled when it arose, innermost last (each once)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__

@@ -22,10 +22,11 @@ from image_transfer.cpu_memory import keep_freed_memory
 from image_transfer.runs.class_names import with_class_names
 from image_transfer.runs.cross_validation import cross_validate
 from image_transfer.runs.failures import report_user_errors, user_error
+from image_transfer.runs.faults import environment_fault
 from image_transfer.runs.fitting import fit
 from image_transfer.runs.lr_find import with_found_lr
 from image_transfer.runs.ranks import is_rank_zero, refuse_relaunching_in_sweeps
-from image_transfer.runs.resume import completed, resumable, resumed_if_requeued
+from image_transfer.runs.resume import completed, resumable, resume_hint, resumed_if_requeued
 from image_transfer.sweeps.objective import check_objective, objective_value
 
 log = logging.getLogger(__name__)
@@ -62,29 +63,23 @@ def main(cfg: DictConfig) -> float | None:
     try:
         metrics = train(cfg)
     except SIGTERMException:  # Lightning stops at the next batch, as a SystemExit with status 0: say so, fail
-        log.error("terminated (SIGTERM). %s", resume_hint(cfg))
-        print_summary(cfg, None, resume_hint(cfg))
+        log.error("terminated (SIGTERM). %s", resume_hint(cfg.paths.output_dir))
+        print_summary(cfg, None, resume_hint(cfg.paths.output_dir))
         raise SystemExit(128 + signal.SIGTERM) from None
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C: Lightning turns it into exit status 1 once it has stopped
-        print_summary(cfg, None, resume_hint(cfg))
+        print_summary(cfg, None, resume_hint(cfg.paths.output_dir))
         raise
     except TrialPruned:  # an Optuna search stopped this trial on purpose: not a failure to resume
         raise
     except Exception as error:
-        if user_error(error) is None and resumable(Path(cfg.paths.output_dir)):
-            log.error("the run failed. %s", resume_hint(cfg))
+        told = user_error(error) is not None or environment_fault(error, cfg) is not None  # with how to go on
+        if not told and resumable(Path(cfg.paths.output_dir)):
+            log.error("the run failed. %s", resume_hint(cfg.paths.output_dir))
         raise
     if not is_rank_zero():
         return None  # under DDP rank 0 tests and reports
     print_summary(cfg, metrics)
     return objective_value(cfg, metrics)  # what a Hydra sweeper optimises
-
-
-def resume_hint(cfg: DictConfig) -> str:
-    run_dir = cfg.paths.output_dir
-    if resumable(Path(run_dir)):
-        return f"Continue it with: python -m image_transfer.train <same overrides> resume={run_dir}"
-    return "No epoch finished, so there is nothing to resume: run it again (without resume=)."
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ temporary name and renamed into place whole, so no reader ever sees half an entr
 builder wait for the first instead of building the same thing again. meta.json records the key and each file's
 size and CRC-32 (checked at every open: about 6 GB/s): an entry whose files do not match (truncated, overwritten,
 partly deleted) is set aside and rebuilt, never read.
+
+The cache is an optimisation: a file system with no room for an entry makes its caller compute in memory (one
+warning), while a cache folder that cannot be written at all is refused before any work, with the options that
+move it or turn it off.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from image_transfer import PROJECT_ROOT
-from image_transfer.files import umask, write_json
+from image_transfer.errors import EnvironmentFault
+from image_transfer.files import NO_SPACE, free_space, storage_error, umask, write_json
 from image_transfer.paths import from_project_root
 
 try:
@@ -49,35 +54,51 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def cached_entry(root: Path, kind: str, key: dict, build: Callable[[Path], None]) -> Path:
-    """The folder of the entry for `key` under root/kind, built by `build(folder)` unless a valid one exists."""
+def cached_entry(root: Path, kind: str, key: dict, build: Callable[[Path], None], off: str) -> Path | None:
+    """The folder of the entry for `key` under root/kind, built by `build(folder)` unless a valid one exists; None
+    when the file system has no room for it. `off` is the option that turns this cache off, for messages."""
     folder = root / kind
-    folder.mkdir(parents=True, exist_ok=True)
     key = {"format": FORMAT, **key}
     path = folder / digest(key)
-    if _problem(path, key) is None:
+    if _problem(path, key) is None:  # a valid entry is read, even from a read-only folder
         return path
-    with _locked(folder / f".{path.name}.lock"):
-        problem = _problem(path, key)
-        if problem is None:  # another process built it while this one waited
-            return path
-        if path.exists():
-            log.warning("cache %s is damaged (%s): rebuilding it", path, problem)
-            _discard(path)
-        building = Path(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.building-"))
-        try:
-            build(building)
-            files = {p.name: _fingerprint(p) for p in sorted(building.iterdir())}
-            write_json(building / META, {"key": key, "files": files})
-            os.chmod(building, 0o777 & ~umask())  # mkdtemp's 0700 would hide the cache from teammates
-            try:
-                os.rename(building, path)
-            except OSError:  # without the lock (no fcntl, some network file systems) another builder won
-                if _problem(path, key) is not None:
-                    raise
-        finally:
-            shutil.rmtree(building, ignore_errors=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with _locked(folder / f".{path.name}.lock"):
+            problem = _problem(path, key)
+            if problem is None:  # another process built it while this one waited
+                return path
+            if path.exists():
+                log.warning("cache %s is damaged (%s): rebuilding it", path, problem)
+                _discard(path)
+            _build(folder, path, key, build)
+    except Exception as error:
+        cause = storage_error(error)
+        if cause is None:
+            raise
+        moves = f"data.cache_dir=DIR (or IMAGE_TRANSFER_CACHE_DIR=DIR) puts the cache elsewhere; {off} turns it off"
+        if cause.errno not in NO_SPACE:
+            raise EnvironmentFault(f"the cache folder {folder} cannot be written ({cause.strerror}): {moves}.") from None
+        log.warning("no room for the %s cache in %s (%s): kept in memory for this run. %s.", kind, folder, free_space(folder), moves)
+        return None
     return path
+
+
+def _build(folder: Path, path: Path, key: dict, build: Callable[[Path], None]) -> None:
+    """Build under a temporary name, then rename it into place whole; the temporary folder never outlives this."""
+    building = Path(tempfile.mkdtemp(dir=folder, prefix=f".{path.name}.building-"))
+    try:
+        build(building)
+        files = {p.name: _fingerprint(p) for p in sorted(building.iterdir())}
+        write_json(building / META, {"key": key, "files": files})
+        os.chmod(building, 0o777 & ~umask())  # mkdtemp's 0700 would hide the cache from teammates
+        try:
+            os.rename(building, path)
+        except OSError:  # without the lock (no fcntl, some network file systems) another builder won
+            if _problem(path, key) is not None:
+                raise
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
 
 
 def _problem(path: Path, key: dict) -> str | None:

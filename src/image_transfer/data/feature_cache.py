@@ -62,7 +62,15 @@ def cached_features(
         "views": views,
         "precision": context[0],
     }
-    folder = cached_entry(root, "features", key, lambda building: np.save(building / FEATURES, compute().numpy()))
+    computed = []
+
+    def build(building: Path) -> None:
+        computed.append(compute())
+        np.save(building / FEATURES, computed[0].numpy())
+
+    folder = cached_entry(root, "features", key, build, off="data.feature_cache=false")
+    if folder is None:  # no room on its file system (warned)
+        return computed[0] if computed else compute()
     log.info("backbone features from the cache %s", folder)
     return torch.from_numpy(np.load(folder / FEATURES))
 

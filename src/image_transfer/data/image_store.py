@@ -65,7 +65,8 @@ def load_images(
     """The decoded images of a table, by position, and {position: "path: reason"} of those that failed to decode.
 
     With `cache_root` the images come from (or first go to) the disk cache, keyed by `names`, their content
-    `hashes` and the size; without it they are decoded into memory (None where decoding failed).
+    `hashes` and the size; without it, or without room for it, they are decoded into memory (None where decoding
+    failed).
     """
     if cache_root is None:
         return decode_all(paths, image_size)
@@ -75,7 +76,11 @@ def load_images(
         "max_side": round(image_size * CACHE_SCALE),
         "decoder": DECODER_VERSION,
     }
-    folder = cached_entry(cache_root, "images", key, lambda building: _build(building, paths, image_size))
+    folder = cached_entry(
+        cache_root, "images", key, lambda building: _build(building, paths, image_size), off="data.image_cache=false"
+    )
+    if folder is None:  # no room on its file system (warned)
+        return decode_all(paths, image_size)
     reasons = json.loads((folder / ERRORS).read_text(encoding="utf-8"))
     log.info("%d decoded images from the cache %s", len(names) - len(reasons), folder)
     return DiskImages(folder), {int(i): f"{paths[int(i)]}: {reason}" for i, reason in reasons.items()}

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from image_transfer.data import ImageDataModule
 from image_transfer.errors import UserError
+from image_transfer.files import writing
 from image_transfer.models.classifier import ImageClassifier
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.paths import from_project_root
@@ -34,14 +35,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.partial")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with writing(path):
+            try:
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
 
 
 def require_checkpoint(path: str, option: str = "ckpt_path") -> Path:

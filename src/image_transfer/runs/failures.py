@@ -1,6 +1,7 @@
-"""How an entry point ends on an error: a user's mistake as one message and exit status 1, anything else
-with its traceback (the full one for user errors too with IMAGE_TRANSFER_TRACEBACK=1). In a multirun a job's
-error fails that job only: the sweep records it (error.txt, summary) and goes on."""
+"""How an entry point ends on an error: a user's mistake or a fault of the machine (runs/faults.py) as one message
+and exit status 1, anything else with its traceback (the full one for user errors too with
+IMAGE_TRANSFER_TRACEBACK=1). In a multirun a job's error fails that job only: the sweep records it (error.txt,
+summary) and goes on."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException, InstantiationException
 from hydra.types import RunMode
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 from optuna import TrialPruned
 
 from image_transfer.errors import UserError
+from image_transfer.runs.faults import environment_fault, quiet_storage_faults_in_threads
 
 TRACEBACK_SWITCH = "IMAGE_TRANSFER_TRACEBACK"
 # Errors of the configuration or the data: the message, not the code path, is what the user needs.
@@ -55,9 +58,15 @@ def report_user_errors(task):
     TrialPruned), which the sweep records; the other jobs still run."""
 
     @functools.wraps(task)
-    def wrapped(*args, **kwargs):
+    def wrapped(cfg: DictConfig):
+        quiet_storage_faults_in_threads()
         try:
-            return task(*args, **kwargs)
+            try:
+                return task(cfg)
+            except Exception as error:  # a full disk or too little memory: the user's to fix too, told as such
+                if user_error(error) is None and (fault := environment_fault(error, cfg)) is not None:
+                    raise fault from error
+                raise
         except TrialPruned:
             raise
         except Exception as error:

@@ -33,6 +33,16 @@ def resumable(run_dir: Path) -> bool:
     )
 
 
+def resume_command(run_dir: Path) -> str:
+    return f"python -m image_transfer.train <same overrides> resume={run_dir}"
+
+
+def resume_hint(run_dir: Path) -> str:
+    if resumable(run_dir):
+        return f"Continue it with: {resume_command(run_dir)}"
+    return "No epoch finished, so there is nothing to resume: run it again (without resume=)."
+
+
 def resumed_if_requeued(cfg: DictConfig) -> DictConfig:
     """A SLURM job started again after preemption or its time limit (SLURM_RESTART_COUNT; submitit requeues it with
     the same arguments) continues the run in its dir, as resume=<its dir> would; the first attempt is left as is

@@ -1,10 +1,18 @@
-"""Run dirs that no two runs share: named by the second they start, with a suffix when that name is taken."""
+"""Run dirs that no two runs share (named by the second they start, with a suffix when that name is taken), and
+that can be written (checked before Hydra writes its records there)."""
 
 from __future__ import annotations
 
 import itertools
+import sys
 from pathlib import Path
+from typing import Any
 
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from image_transfer.errors import EnvironmentFault
+from image_transfer.files import require_writable, storage_error
 from image_transfer.paths import from_project_root
 
 
@@ -31,3 +39,33 @@ def run_dir(resume: str | None, fresh: str) -> str:
 def record_dir(resume: str | None, now: str) -> str:
     """hydra.output_subdir: a resumed run keeps the original .hydra/ record and adds its own beside it."""
     return f".hydra/resumed_{now}" if resume else ".hydra"
+
+
+class RunDirCheck(Callback):
+    """Refuses a run or sweep whose dir cannot be written before Hydra writes its records there, with one message
+    naming the folder and the option that moves it (configs/hydra/default.yaml, hydra.callbacks.run_dir_check)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        require_writable_dir(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        require_writable_dir(config, "hydra.sweep.dir")
+
+
+def require_writable_dir(config: DictConfig, key: str) -> None:
+    if OmegaConf.select(config, "resume", default=None):
+        fix = "resume= continues a run in place: copy its dir to a writable disk and resume the copy"
+    else:
+        fix = f"paths.log_dir=DIR (where run dirs go) or {key}=DIR puts it on a writable disk"
+    try:
+        require_writable(Path(OmegaConf.select(config, key)), fix)  # resolving claims a new run dir
+        return
+    except EnvironmentFault as error:
+        message = str(error)
+    except Exception as error:
+        if (cause := storage_error(error)) is None:
+            raise
+        message = f"cannot create {cause.filename} ({cause.strerror}): {fix}."
+    # Hydra turns a callback's exceptions into warnings and goes on; exiting is what stops it here.
+    print(f"Error: {message}", file=sys.stderr)
+    raise SystemExit(1)

@@ -32,7 +32,7 @@ from image_transfer.sweeps import search_space
 from image_transfer.sweeps.job_records import write_error
 from image_transfer.sweeps.objective import check_objective, direction
 from image_transfer.sweeps.search_outputs import write_search_outputs
-from image_transfer.sweeps.storage import open_storage, storage_url
+from image_transfer.sweeps.storage import open_storage, storage_fault, storage_url
 
 log = logging.getLogger(__name__)
 STARTED = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)  # all but WAITING
@@ -80,12 +80,29 @@ class OptunaSearch:
         self._check_composes(search_space.probes(space, fixed))
 
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        url = storage_url(self.storage, str(self.sweep_dir))
+        try:
+            study = self._search(url, metric, space, fixed)
+        except Exception as error:
+            if (reason := storage_fault(error)) is None:
+                raise
+            raise SearchError(
+                f"the search could not write to its storage or sweep dir ({reason}): the study's trials so far stay "
+                f"in {url} (each write is one transaction). Make room, then continue the search with the same "
+                f"command and hydra.sweep.dir={self.sweep_dir}."
+            ) from error
+        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            raise SearchError(
+                f"no trial of study {self.study_name} completed: see {self.sweep_dir / 'trials.csv'} and each "
+                "failed job's error.txt"
+            )
+        return study
+
+    def _search(self, url: str, metric: str, space: dict, fixed: dict) -> optuna.Study:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))
-        url = storage_url(self.storage, str(self.sweep_dir))
         self.storage_backend = open_storage(url)
         study = self._open_study(url, metric)
-
         try:
             while not self.exhausted and (batch := self._reserve(study)):
                 for trial in batch:
@@ -96,11 +113,6 @@ class OptunaSearch:
                 self._run(study, batch)
         finally:  # a search stopped by Ctrl-C or SIGTERM still leaves its results so far
             write_search_outputs(study, self.sweep_dir, metric, url)
-        if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            raise SearchError(
-                f"no trial of study {self.study_name} completed: see {self.sweep_dir / 'trials.csv'} and each "
-                "failed job's error.txt"
-            )
         return study
 
     def _check_composes(self, probes: list[list[str]]) -> None:

@@ -8,6 +8,7 @@ system).
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 
@@ -18,11 +19,13 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from image_transfer.errors import ConfigError
+from image_transfer.errors import ConfigError, chain
+from image_transfer.files import free_space, storage_error
 from image_transfer.runs.failures import in_multirun
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL = "journal:"
+SQLITE_FAULTS = ("database or disk is full", "readonly database", "unable to open database file")
 SQLITE_TIMEOUT_S = 120  # SQLite serialises writers; workers sharing the file wait their turn instead of failing
 
 
@@ -46,6 +49,16 @@ def open_storage(url: str) -> BaseStorage:
             if attempt == 2:
                 raise
             time.sleep(1 + attempt)
+
+
+def storage_fault(error: BaseException) -> str | None:
+    """Why the study's storage or the sweep dir could not be written (a full or read-only file system), or None.
+    SQLite says so in words, without an errno."""
+    if (cause := storage_error(error)) is not None:
+        where = cause.filename or "a file"
+        return f"{where}: {cause.strerror}, {free_space(cause.filename or '.')}"
+    sqlite = (e for e in chain(error) if isinstance(e, sqlite3.OperationalError))
+    return next((f"SQLite: {e}" for e in sqlite if any(sign in str(e) for sign in SQLITE_FAULTS)), None)
 
 
 def current_trial() -> optuna.trial.Trial:
