@@ -22,7 +22,7 @@ from image_transfer.cpu_memory import keep_freed_memory
 from image_transfer.runs.class_names import with_class_names
 from image_transfer.runs.cross_validation import cross_validate
 from image_transfer.runs.failures import report_user_errors, user_error
-from image_transfer.runs.faults import environment_fault
+from image_transfer.runs.faults import is_environment_fault
 from image_transfer.runs.fitting import fit
 from image_transfer.runs.lr_find import with_found_lr
 from image_transfer.runs.ranks import is_rank_zero, refuse_relaunching_in_sweeps
@@ -72,7 +72,7 @@ def main(cfg: DictConfig) -> float | None:
     except TrialPruned:  # an Optuna search stopped this trial on purpose: not a failure to resume
         raise
     except Exception as error:
-        told = user_error(error) is not None or environment_fault(error, cfg) is not None  # with how to go on
+        told = user_error(error) is not None or is_environment_fault(error)  # with how to go on
         if not told and resumable(Path(cfg.paths.output_dir)):
             log.error("the run failed. %s", resume_hint(cfg.paths.output_dir))
         raise

@@ -78,8 +78,11 @@ def cached_entry(root: Path, kind: str, key: dict, build: Callable[[Path], None]
             raise
         moves = f"data.cache_dir=DIR (or IMAGE_TRANSFER_CACHE_DIR=DIR) puts the cache elsewhere; {off} turns it off"
         if cause.errno not in NO_SPACE:
-            raise EnvironmentFault(f"the cache folder {folder} cannot be written ({cause.strerror}): {moves}.") from None
-        log.warning("no room for the %s cache in %s (%s): kept in memory for this run. %s.", kind, folder, free_space(folder), moves)
+            raise EnvironmentFault(
+                f"the cache folder {folder} cannot be written ({cause.strerror}): {moves}."
+            ) from None
+        room = free_space(folder)
+        log.warning("no room for the %s cache in %s (%s): kept in memory for this run. %s.", kind, folder, room, moves)
         return None
     return path
 

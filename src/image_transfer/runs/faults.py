@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from image_transfer.data.disk_cache import cache_root
 from image_transfer.errors import EnvironmentFault, chain
 from image_transfer.files import NO_SPACE, free_space, storage_error
+from image_transfer.paths import from_project_root
 from image_transfer.runs.resume import resumable, resume_command
 
 log = logging.getLogger(__name__)
@@ -28,17 +29,18 @@ ALLOCATION = re.compile(r"tried to allocate (\d+) bytes|Tried to allocate ([\d.]
 def environment_fault(error: BaseException, cfg: DictConfig) -> EnvironmentFault | None:
     """The fault behind `error` as a message for the user (what failed / what is intact / how to go on), or None
     when the machine is not the cause."""
-    cause, shortage = storage_error(error), memory_shortage(error)
-    if cause is None and shortage is None:
+    if not is_environment_fault(error):
         return None
+    cause, shortage = storage_error(error), memory_shortage(error)
     run_dir = Path(cfg.paths.output_dir)
     good = good_checkpoints(run_dir)
     intact = f"Intact in {run_dir}: {', '.join(good.values())}." if good else "No checkpoint had been written."
     training = cfg.get("task_name") == "train"
     if cause is not None:
         path = cause.filename or str(run_dir)  # a library's own writes (TensorBoard's) name no file
-        fix = "Make room there" if cause.errno in NO_SPACE else "Make it writable"
-        if cause.errno not in NO_SPACE:  # a read-only mount or permissions
+        full = cause.errno in NO_SPACE  # else a read-only mount or permissions
+        fix = "Make room there" if full else "Make it writable"
+        if not full:
             what = f"{cause.strerror}: {path}."
         elif cause.filename:
             what = f"no space left for {path} ({free_space(path)}): writing it failed."
@@ -53,6 +55,11 @@ def environment_fault(error: BaseException, cfg: DictConfig) -> EnvironmentFault
         if training and good:
             then += f" ckpt_path={next(iter(good))} starts the new run from its training state."
     return EnvironmentFault("\n".join([what, intact, then]))
+
+
+def is_environment_fault(error: BaseException) -> bool:
+    """Whether the machine caused `error` (cheap: the message, which reads the run's checkpoints, is not built)."""
+    return storage_error(error) is not None or memory_shortage(error) is not None
 
 
 def quiet_storage_faults_in_threads() -> None:
@@ -100,7 +107,7 @@ def smaller_batch(cfg: DictConfig) -> str:
 def relocation(cfg: DictConfig, path: Path) -> str:
     """The option that moves what `path` belongs to."""
     output = cfg.get("output")
-    if output and path == Path(output):
+    if output and path == from_project_root(output):
         return "output=FILE"
     if path.is_relative_to(cache_root(OmegaConf.select(cfg, "data.cache_dir", default=None))):
         return "data.cache_dir=DIR (or IMAGE_TRANSFER_CACHE_DIR=DIR)"
