@@ -188,3 +188,19 @@ def test_a_writer_thread_that_meets_a_full_disk_leaves_the_report_to_the_main_th
         thread.start()
         thread.join()
     assert [type(error) for error in reported] == [ValueError]
+
+
+def test_a_search_whose_storage_has_no_room_names_it_and_how_to_continue(tmp_path, data, capsys):
+    with tmpfs(tmp_path / "storage", 8 * KIB) as storage, pytest.raises(SystemExit) as exited:
+        run_entry_point(
+            train_module.main,
+            "-m",
+            "hparams_search=cnn_optuna",
+            f"data.root={data}",
+            *QUICK,
+            f"hydra.sweep.dir={tmp_path / 'search'}",
+            f"hydra.sweeper.storage=sqlite:///{storage}/optuna.db",
+        )
+    error = capsys.readouterr().err
+    assert exited.value.code == 1 and "SQLite: database or disk is full" in error
+    assert f"sqlite:///{storage}/optuna.db" in error and f"hydra.sweep.dir={tmp_path / 'search'}" in error
