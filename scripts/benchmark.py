@@ -49,7 +49,7 @@ from image_transfer.data.image_store import PIXELS, load_images
 from image_transfer.data.transforms import train_transform
 from image_transfer.files import write_csv, write_json
 from image_transfer.markdown import table
-from image_transfer.models.onnx_model import OnnxClassifier, Probabilities, export_onnx
+from image_transfer.models.onnx_model import OnnxClassifier, Predictions, export_onnx
 from image_transfer.runs.environment import environment
 from image_transfer.runs.run_dirs import claim_new_dir
 
@@ -339,7 +339,7 @@ def onnx(args, scratch: Path, run_dir: Path) -> dict:
     model = instantiate(cfg.model).eval()
     path = scratch / "model.onnx"
     export_onnx(model, path)
-    session, wrapped = OnnxClassifier.load(path), Probabilities(model).eval()
+    session, wrapped = OnnxClassifier.load(path), Predictions(model).eval()
     size = cfg.model.image_size
     results = {"model": cfg.model.backbone, "image_size": size, "torch_threads": torch.get_num_threads()}
     for batch in (1, 32):

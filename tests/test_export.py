@@ -11,7 +11,7 @@ import torch
 
 from image_transfer.errors import UserError
 from image_transfer.export import export
-from image_transfer.models.onnx_model import OnnxClassifier, Probabilities
+from image_transfer.models.onnx_model import OnnxClassifier, Predictions
 from image_transfer.predict import predict
 from image_transfer.runs.checkpoints import datamodule_for, load_classifier
 from image_transfer.train import train
@@ -51,10 +51,11 @@ def test_onnx_runtime_reproduces_pytorch_on_the_data_set_images(exported, traine
     dm.setup("predict")
     images = torch.cat([batch[0] for batch in dm.predict_dataloader()])[:37]
     with torch.no_grad():
-        expected = Probabilities(model)(images).numpy()
+        expected, labels = (t.numpy() for t in Predictions(model)(images))
     for count in (1, 5, 37):  # a dynamic batch axis
-        got = session.probabilities(images[:count].numpy())
+        got, got_labels = session.run(images[:count].numpy())
         assert got.shape == (count, 2)
+        assert (got_labels == labels[:count]).all()
         assert np.abs(got - expected[:count]).max() < 1e-4
         assert (got.argmax(1) == expected[:count].argmax(1)).all()
 

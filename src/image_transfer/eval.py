@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "evaluated_on": cfg.data.test_csv
         or (str(datamodule.root / "test") if datamodule.data.test is not None else cfg.data.val_split_csv),
     }
-    save_test_predictions(output_dir, datamodule, model.test_probabilities)
+    save_test_predictions(output_dir, datamodule, model)
     write_metrics(output_dir, metrics)
     return metrics
 

@@ -19,9 +19,17 @@ from image_transfer.data.sources import DEFAULT_COLUMNS
 from image_transfer.errors import UserError
 from image_transfer.files import write_json
 from image_transfer.models.classifier import ImageClassifier
+from image_transfer.models.decision import decide
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.runs.build import build_tester
-from image_transfer.runs.checkpoints import checkpoint_paths, class_names_of, datamodule_for, input_size, load_model
+from image_transfer.runs.checkpoints import (
+    checkpoint_paths,
+    class_names_of,
+    datamodule_for,
+    decision_of,
+    input_size,
+    load_model,
+)
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.failures import report_user_errors
 from image_transfer.runs.outputs import write_predictions
@@ -41,21 +49,29 @@ def predict(cfg: DictConfig) -> Path:
             f"ckpt_path: the models' classes differ ({'; '.join(f'{p}: {c}' for p, c in zip(paths, classes))}); "
             "ensemble models of the same classes in the same order."
         )
+    decisions = [decision_of(m) for m in models]
+    if any(d != decisions[0] for d in decisions):
+        raise UserError(
+            "ckpt_path: the models' decision rules differ "
+            f"({'; '.join(f'{p}: {d}' for p, d in zip(paths, decisions))}): set threshold=P to apply one to their "
+            "mean probabilities."
+        )
     datamodule = datamodule_for(cfg, models[0])
     write_json(Path(cfg.paths.output_dir) / ENVIRONMENT_FILE, environment())
     trainer = build_tester(cfg)
     # The images are decoded once (the datamodule keeps them); each model adds its probabilities.
-    probs = torch.stack([probabilities(m, trainer, datamodule) for m in models]).mean(0).numpy()
+    probs = torch.stack([probabilities(m, trainer, datamodule) for m in models]).mean(0)
     output = write_predictions(
         Path(cfg.output),
         datamodule.predict_table.names,
-        probs,
+        probs.numpy(),
         # The data's own columns where its settings name them; predicting reads no labelled data to find others.
         datamodule.hparams.name_column or DEFAULT_COLUMNS[0],
         datamodule.hparams.label_column or DEFAULT_COLUMNS[1],
         classes[0],
         probabilities=cfg.probabilities,
         label_format=cfg.label_format,
+        predicted=decide(probs, decisions[0]).numpy(),
     )
     log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output

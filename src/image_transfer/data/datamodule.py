@@ -16,7 +16,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from image_transfer.data.dataset import FeatureDataset, ImageDataset, SeededEpochSampler, ShardSampler
+from image_transfer.data.dataset import (
+    FeatureDataset,
+    ImageDataset,
+    SeededEpochSampler,
+    ShardSampler,
+    balancing_weights,
+)
 from image_transfer.data.device_augment import DeviceAugment, padded_collate
 from image_transfer.data.disk_cache import cache_root
 from image_transfer.data.feature_cache import cached_features
@@ -35,6 +41,7 @@ VAL_SPLIT_FILE = "val_split.csv"
 
 
 LAYOUTS = ("csv", "folder")
+SAMPLERS = ("random", "balanced")
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -56,6 +63,7 @@ class ImageDataModule(L.LightningDataModule):
         fold: int | None = None,
         seed: int | None = None,
         augment: str = "light",
+        sampler: str = "random",
         augment_on: str = "auto",
         image_cache: bool = True,
         cache_dir: str | None = None,
@@ -78,7 +86,7 @@ class ImageDataModule(L.LightningDataModule):
         train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
         if on_bad_image not in ("error", "skip"):
             raise DataError(f"data.on_bad_image={on_bad_image!r}: use error (stop with the list) or skip.")
-        _check_options(val_fraction, folds, fold, subset, batch_size, class_names, num_workers, augment_on)
+        _check_options(val_fraction, folds, fold, subset, batch_size, class_names, num_workers, augment_on, sampler)
         self.skipped_images: list[str] = []  # "path: reason" of unreadable images left out (on_bad_image=skip)
         self._data: LabelledData | None = None
         self._table: ImageTable | None = None
@@ -326,7 +334,8 @@ class ImageDataModule(L.LightningDataModule):
         if kind == "train":
             if world > 1 and not self._seed_shared:  # one shuffle for all ranks, each taking its share
                 self.seed, self._seed_shared = self.trainer.strategy.broadcast(self.seed), True
-            sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch, rank, world)
+            weights = balancing_weights(dataset.labels) if self.hparams.sampler == "balanced" else None
+            sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch, rank, world, weights)
         else:
             sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
         workers = self._workers(device)
@@ -390,7 +399,7 @@ class ImageDataModule(L.LightningDataModule):
         return path
 
 
-def _check_options(val_fraction, folds, fold, subset, batch_size, class_names, workers, augment_on) -> None:
+def _check_options(val_fraction, folds, fold, subset, batch_size, class_names, workers, augment_on, sampler) -> None:
     """Option values that cannot work, named with their fix (the data itself is checked by check_split)."""
     classes = len(class_names) if class_names else 2
     checks = [
@@ -402,6 +411,7 @@ def _check_options(val_fraction, folds, fold, subset, batch_size, class_names, w
         ("data.class_names", class_names, classes >= 2, "list two or more classes, or null to infer them"),
         ("data.num_workers", workers, workers == "auto" or (isinstance(workers, int) and workers >= 0), "use auto or 0+"),
         ("data.augment_on", augment_on, augment_on in ("auto", "cpu", "device"), "use auto, cpu or device"),
+        ("data.sampler", sampler, sampler in SAMPLERS, f"use {' or '.join(SAMPLERS)}"),
     ]
     for option, value, ok, fix in checks:
         if not ok:

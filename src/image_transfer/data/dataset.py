@@ -88,10 +88,22 @@ class SeededEpochSampler(DistributedSampler):
     what an uninterrupted one does. Under DDP every rank draws the same order (the seed is shared) and takes every
     `world`-th sample from its `rank`, padded to equal shares as DistributedSampler pads (ranks must run the same
     number of steps). A DistributedSampler, so Lightning does not wrap it in another.
+
+    With `weights` (one per sample) the order is drawn with replacement in proportion to them instead (a balanced
+    sampler: each sample weighted by 1 / its class's count), from the same generator: as exact on resume.
     """
 
-    def __init__(self, size: int, seed: int, epoch: Callable[[], int], rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        epoch: Callable[[], int],
+        rank: int = 0,
+        world: int = 1,
+        weights: torch.Tensor | None = None,
+    ):
         self.size, self.seed, self.current_epoch, self.rank, self.world = size, seed, epoch, rank, world
+        self.weights = weights
 
     def set_epoch(self, epoch: int) -> None:
         """Lightning calls this on DistributedSamplers; the epoch is read from the trainer instead (see above)."""
@@ -101,11 +113,20 @@ class SeededEpochSampler(DistributedSampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.current_epoch())
-        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
         seeds = torch.randint(2**62, (self.size,), generator=generator).tolist()
         pairs = list(zip(order, seeds, strict=True))
         pairs += pairs[: len(self) * self.world - self.size]  # padding: a few samples twice in this epoch
         return iter(pairs[self.rank :: self.world])
+
+
+def balancing_weights(labels: Sequence[int]) -> torch.Tensor:
+    """Per sample 1 / the count of its label: every label is drawn equally often."""
+    labels = torch.as_tensor(labels)
+    return 1.0 / torch.bincount(labels)[labels].double()
 
 
 class ShardSampler(DistributedSampler):

@@ -141,13 +141,13 @@ class Inspection(L.Callback):
         if best is last:
             when = f"best checkpoint and last epoch ({self._best_title(trainer)})"
             pixels = self._misclassified(last, when)
-            self._publish(trainer, "val/misclassified_best", pixels, last.step)
+            self.publish(trainer, "val/misclassified_best", pixels, last.step)
         else:
             if best is not None:
                 pixels = self._misclassified(best, f"best checkpoint ({self._best_title(trainer)})")
-                self._publish(trainer, "val/misclassified_best", pixels, best.step)
+                self.publish(trainer, "val/misclassified_best", pixels, best.step)
             pixels = self._misclassified(last, f"last epoch (epoch {last.epoch})")
-        self._publish(trainer, "val/misclassified_last", pixels, last.step)
+        self.publish(trainer, "val/misclassified_last", pixels, last.step)
 
     def _best_title(self, trainer: L.Trainer) -> str:
         return f"epoch {self._best_val.epoch}, {trainer.checkpoint_callback.monitor} {_best_score(trainer):.4f}"
@@ -160,8 +160,8 @@ class Inspection(L.Callback):
         title = f"Validation, epoch {trainer.current_epoch}" if stage == "val" else "Test"
         title += f": {len(labels)} images"
         matrix = figures.confusion_matrix(probs, labels, names, title)
-        self._publish(trainer, f"{stage}/confusion_matrix", figures.render(matrix))
-        self._publish(trainer, f"{stage}/roc", figures.render(figures.roc(probs, labels, names, title)))
+        self.publish(trainer, f"{stage}/confusion_matrix", figures.render(matrix))
+        self.publish(trainer, f"{stage}/roc", figures.render(figures.roc(probs, labels, names, title)))
         for index, name in enumerate(self.class_names):
             for writer in self._tensorboards(trainer):
                 writer.add_pr_curve(f"{stage}/pr_curve/{name}", labels == index, probs[:, index], trainer.global_step)
@@ -186,7 +186,7 @@ class Inspection(L.Callback):
                 for row in targets.float()
             ]
         title = "Training images as the model receives them\n(after augmentation and any MixUp/CutMix: label shares)"
-        self._publish(trainer, "train/augmented_samples", figures.render(figures.image_grid(images, captions, title)))
+        self.publish(trainer, "train/augmented_samples", figures.render(figures.image_grid(images, captions, title)))
 
     def _draw_activation_maps(self, trainer: L.Trainer, pl_module: L.LightningModule, validated: Validated) -> None:
         epoch = validated.examples
@@ -201,14 +201,14 @@ class Inspection(L.Callback):
         captions = [f"{'right' if ok else 'WRONG'}: {self._caption(label, probs)}" for ok, _, label, probs in chosen]
         title = f"Grad-CAM of the predicted class on the last feature map\nvalidation images, epoch {validated.epoch}"
         pixels = figures.render(figures.activation_maps(images, maps, captions, title))
-        self._publish(trainer, "val/activation_maps", pixels, step=validated.step)
+        self.publish(trainer, "val/activation_maps", pixels, step=validated.step)
 
     def _caption(self, label: int, probs: torch.Tensor) -> str:
         predicted = int(probs.argmax())
         return f"true {self.class_names[label]}\npred {self.class_names[predicted]} {float(probs[predicted]):.2f}"
 
     # ---- output ------------------------------------------------------------------------------------
-    def _publish(self, trainer: L.Trainer, tag: str, pixels: np.ndarray, step: int | None = None) -> None:
+    def publish(self, trainer: L.Trainer, tag: str, pixels: np.ndarray, step: int | None = None) -> None:
         """A rendered picture to every TensorBoard of the trainer at `step` (default: now) and to plots_dir as
         png_name(tag)."""
         step = trainer.global_step if step is None else step

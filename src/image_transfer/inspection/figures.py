@@ -42,6 +42,29 @@ def roc(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str], title
     return figure
 
 
+def reliability(curves: dict[str, torch.Tensor], labels: torch.Tensor, bins: int, title: str) -> Figure:
+    """Reliability diagram: per bin of top-label confidence, the share of right predictions against the mean
+    confidence, for each set of class probabilities in `curves` ({"before": probs, "after": probs}); a calibrated
+    model lies on the diagonal. Point sizes follow the number of images in the bin."""
+    figure = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = figure.subplots()
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="calibrated")
+    edges = torch.linspace(0, 1, bins + 1)
+    for name, probs in curves.items():
+        confidence, predicted = probs.max(dim=1)
+        right = (predicted == labels).float()
+        which = torch.bucketize(confidence, edges[1:-1], right=True)  # (lo, hi] bins, as torchmetrics bins them
+        count = torch.bincount(which, minlength=bins).float()
+        shown = count > 0
+        mean_confidence = torch.bincount(which, confidence, minlength=bins)[shown] / count[shown]
+        accuracy = torch.bincount(which, right, minlength=bins)[shown] / count[shown]
+        ax.plot(mean_confidence, accuracy, marker="o", label=name)
+        ax.scatter(mean_confidence, accuracy, s=10 + 200 * count[shown] / count.sum(), alpha=0.3)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class)", ylabel="accuracy", title=title)
+    ax.legend(loc="upper left")
+    return figure
+
+
 def image_grid(images: torch.Tensor, captions: list[str], title: str) -> Figure:
     """Images (N, 3, H, W) on a 0-255 scale (mixed ones may be fractional or overshoot: clipped), captioned."""
     figure, axes = _grid(len(images), title, images.shape[-1])

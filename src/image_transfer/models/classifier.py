@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torchmetrics import AUROC, Accuracy, ConfusionMatrix, F1Score, MaxMetric, MetricCollection
+from torchmetrics import (
+    AUROC,
+    Accuracy,
+    CalibrationError,
+    ConfusionMatrix,
+    F1Score,
+    MaxMetric,
+    MetricCollection,
+    Recall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
 from torchvision.transforms import v2
 
 from image_transfer.errors import ConfigError
 from image_transfer.models.backbones import build_backbone
+from image_transfer.models.calibration import BINS, calibrated_log_probs
+from image_transfer.models.decision import decide
+from image_transfer.models.losses import LOSSES, classification_loss
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 
@@ -27,6 +38,9 @@ class ImageClassifier(L.LightningModule):
 
     mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
     tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
+    loss (cross_entropy | focal, with focal_gamma) and class_weights (one per class) shape training only.
+    The `temperature` buffer (fitted after training, runs/calibrate.py) and `decision` (models/decision.py) apply
+    wherever the model predicts: validation, test, predict and its ONNX export.
     compile=true compiles the backbone in place (nn.Module.compile): checkpoints keep their keys and the finetune
     schedule still finds its stages.
 
@@ -46,6 +60,10 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        loss: str = "cross_entropy",
+        focal_gamma: float = 2.0,
+        class_weights: list[float] | None = None,
+        decision: dict | None = None,
         tta_flip: bool = False,
         channels_last: bool = True,
         compile: bool = False,
@@ -60,7 +78,16 @@ class ImageClassifier(L.LightningModule):
             raise ConfigError(
                 f"model.class_names lists {len(class_names)} classes but model.num_classes={num_classes}."
             )
+        if loss not in LOSSES:
+            raise ConfigError(f"model.loss={loss}: use one of {', '.join(LOSSES)}.")
+        class_weights = [float(w) for w in class_weights] if class_weights is not None else None
+        if class_weights is not None and (len(class_weights) != num_classes or min(class_weights) <= 0):
+            raise ConfigError(
+                f"model.class_weights={class_weights}: give {num_classes} positive numbers (one per class, in label "
+                "order), or auto (from the training images' class counts)."
+            )
         optimizer = _plain(optimizer) or DEFAULT_OPTIMIZER
+        decision = _plain(decision)
         scheduler, lr_phase_epochs = _plain(scheduler), list(lr_phase_epochs or [])
         self.save_hyperparameters(logger=False)  # the run's HPARAMS session is written at its end (runs/hparams.py)
         built = build_backbone(backbone, pretrained, image_size, weights_path)
@@ -69,20 +96,34 @@ class ImageClassifier(L.LightningModule):
         # Statistics scaled to uint8 input; not saved, they follow from the backbone name.
         self.register_buffer("mean", torch.tensor(built.mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(built.std).view(1, 3, 1, 1) * 255, persistent=False)
+        # Saved: fitted after training (runs/calibrate.py); ones leave the probabilities as trained.
+        self.register_buffer("temperature", torch.ones(num_classes))
+        weights = torch.tensor(class_weights) if class_weights is not None else None
+        self.register_buffer("class_weight", weights, persistent=False)
         if channels_last:
             self.backbone.to(memory_format=torch.channels_last)
         if compile:
             self.backbone.compile()
 
-        metrics = MetricCollection(
+        names = class_names or [f"class_{i}" for i in range(num_classes)]
+        # Of the predicted labels (the decision rule applied), and of the probabilities.
+        predicted = MetricCollection(
             {
                 "acc": Accuracy(task="multiclass", num_classes=num_classes),
                 "f1": F1Score(task="multiclass", num_classes=num_classes, average="macro"),
-                "auroc": AUROC(task="multiclass", num_classes=num_classes),
+                "balanced_acc": Recall(task="multiclass", num_classes=num_classes, average="macro"),
+                "recall": ClasswiseWrapper(
+                    Recall(task="multiclass", num_classes=num_classes, average=None), names, prefix="recall_"
+                ),
             }
         )
+        auroc = AUROC(task="multiclass", num_classes=num_classes)
+        ece = CalibrationError(task="multiclass", num_classes=num_classes, n_bins=BINS)  # top label, L1
         for stage in ("train", "val", "test"):
-            setattr(self, f"{stage}_metrics", metrics.clone(prefix=f"{stage}/"))
+            setattr(self, f"{stage}_metrics", predicted.clone(prefix=f"{stage}/"))
+            # No ECE of training batches: augmented, and mixed by MixUp/CutMix, they are not what is predicted.
+            scored = {"auroc": auroc} if stage == "train" else {"auroc": auroc, "ece": ece}
+            setattr(self, f"{stage}_scores", MetricCollection(scored).clone(prefix=f"{stage}/"))
         self.confusion = {
             stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")
         }
@@ -100,6 +141,10 @@ class ImageClassifier(L.LightningModule):
         self.test_probabilities: list[torch.Tensor] = []  # per test batch, in loader order (train saves them)
 
     # ---- model ---------------------------------------------------------------------------------
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Checkpoints written before models carried a temperature: uncalibrated.
+        checkpoint["state_dict"].setdefault("temperature", torch.ones_like(self.temperature))
+
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits of uint8 images (N, 3, H, W) or of their cached features (N, F)."""
         return self.head(inputs if inputs.ndim == 2 else self.embed(inputs))
@@ -128,15 +173,23 @@ class ImageClassifier(L.LightningModule):
         return self
 
     # ---- steps ---------------------------------------------------------------------------------
-    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Class log-probabilities of images or their cached features (N, views, F); with tta_flip, those of the mean
-        probability of the image and its mirror."""
+    def view_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Logits (N, views, C) of images or their cached features (N, views, F): the image's, and with tta_flip
+        its mirror's."""
         if inputs.ndim == 3:
             views = inputs.unbind(1)[: 1 + self.hparams.tta_flip]
         else:
             views = (inputs, inputs.flip(-1)) if self.hparams.tta_flip else (inputs,)
-        log_probs = [self(view).float().log_softmax(dim=1) for view in views]
-        return log_probs[0] if len(log_probs) == 1 else torch.logaddexp(*log_probs) - math.log(2)
+        return torch.stack([self(view).float() for view in views], dim=1)
+
+    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Calibrated class log-probabilities of images or their cached features; with tta_flip, those of the mean
+        probability of the image and its mirror."""
+        return calibrated_log_probs(self.view_logits(inputs), self.temperature)
+
+    def decide(self, probs: torch.Tensor) -> torch.Tensor:
+        """Predicted classes under the model's decision rule (the most probable class without one)."""
+        return decide(probs, self.hparams.get("decision"))
 
     def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         """The loss, and for callbacks (the pictures) what the model received and gave back: its inputs (after
@@ -149,17 +202,20 @@ class ImageClassifier(L.LightningModule):
                 images, targets = self.mix(images.float(), labels)
                 labels = targets.argmax(dim=1)
             logits = self(images)
-            loss = F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+            hp = self.hparams
+            loss = classification_loss(logits, targets, hp.loss, self.class_weight, hp.label_smoothing, hp.focal_gamma)
             probs = logits.detach().float().softmax(dim=1)
         else:
             log_probs = self.log_probs(images)
             loss = F.nll_loss(log_probs, labels)
             probs = log_probs.exp()
-        getattr(self, f"{stage}_metrics").update(probs, labels)
+        predicted = self.decide(probs)
+        getattr(self, f"{stage}_metrics").update(predicted, labels)
+        getattr(self, f"{stage}_scores").update(probs, labels)
         if stage == "test":
             self.test_probabilities.append(probs.cpu())
         if stage in self.confusion:
-            self.confusion[stage].update(probs, labels)
+            self.confusion[stage].update(predicted, labels)
         # sync_dist: under DDP every rank logs (and checkpoints by) the mean over all ranks' images.
         self.log(
             f"{stage}/loss",
@@ -202,9 +258,11 @@ class ImageClassifier(L.LightningModule):
         self._log_epoch("test")
 
     def _log_epoch(self, stage: str) -> dict:
-        metrics = getattr(self, f"{stage}_metrics")
-        values = metrics.compute()
-        metrics.reset()
+        values = {}
+        for kind in ("metrics", "scores"):
+            metrics = getattr(self, f"{stage}_{kind}")
+            values |= metrics.compute()
+            metrics.reset()
         self.log_dict(values, prog_bar=stage == "val", sync_dist=True)  # torchmetrics synced them: equal on all ranks
         if stage in self.confusion:
             matrix = self.confusion[stage].compute().tolist()

@@ -1,9 +1,10 @@
 """A classifier as an ONNX file for deployment, and ONNX Runtime predicting with it.
 
-The graph takes uint8 images (N, 3, H, W) at the checkpoint's input size, any N, and gives class probabilities
-(N, classes): the normalisation, and the flip TTA when the checkpoint uses it, are inside it, so no user can forget
-them. The file's metadata holds the class count and input size (and the class names, when known), which predict
-reads back.
+The graph takes uint8 images (N, 3, H, W) at the checkpoint's input size, any N, and gives calibrated class
+probabilities (N, classes) and the predicted class of each image (N,) by the checkpoint's decision rule: the
+normalisation, the flip TTA when the checkpoint uses it, the temperature and the threshold are inside it, so no user
+can forget them. The file's metadata holds the class count and input size, the class names and the decision rule,
+which predict reads back.
 """
 
 from __future__ import annotations
@@ -19,22 +20,25 @@ from torch import nn
 from image_transfer.errors import UserError
 from image_transfer.files import write_atomically
 from image_transfer.models.classifier import ImageClassifier
+from image_transfer.models.decision import decide
 
 log = logging.getLogger(__name__)
 
-INPUT, OUTPUT = "images", "probabilities"
+INPUT, OUTPUT, LABELS = "images", "probabilities", "labels"
 TOLERANCE = 1e-4  # largest difference of a probability allowed between ONNX Runtime and PyTorch
 
 
-class Probabilities(nn.Module):
-    """uint8 images -> class probabilities, exactly what ImageClassifier.predict_step computes."""
+class Predictions(nn.Module):
+    """uint8 images -> (class probabilities, exactly what ImageClassifier.predict_step computes; the predicted
+    classes under its decision rule)."""
 
     def __init__(self, classifier: ImageClassifier):
         super().__init__()
         self.classifier = classifier.eval()
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.classifier.log_probs(images).exp()
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = self.classifier.log_probs(images).exp()
+        return probs, self.classifier.decide(probs)
 
 
 def export_onnx(
@@ -45,7 +49,7 @@ def export_onnx(
     of the model's run, let `predict` read the same data as from its checkpoint."""
     import onnx
 
-    wrapped, size = Probabilities(model.cpu()).eval(), model.hparams.image_size
+    wrapped, size = Predictions(model.cpu()).eval(), model.hparams.image_size
     # A batch of at least 2: torch.export specialises an axis whose example size is 1.
     example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -54,7 +58,7 @@ def export_onnx(
             wrapped,
             (example,),
             input_names=[INPUT],
-            output_names=[OUTPUT],
+            output_names=[OUTPUT, LABELS],
             dynamic_shapes={"images": {0: batch}},
             dynamo=True,
             verbose=False,
@@ -66,8 +70,11 @@ def export_onnx(
         "tta_flip": str(bool(model.hparams.tta_flip)).lower(),
         "backbone": model.hparams.backbone,
         "class_names": json.dumps(class_names or []),
+        "decision": json.dumps(model.hparams.get("decision")),
+        "temperature": json.dumps(model.temperature.tolist()),
         "data_settings": json.dumps(data_settings or {}),
-        "input": "uint8 images (N, 3, H, W), RGB, H = W = image_size; output: class probabilities (N, classes)",
+        "input": "uint8 images (N, 3, H, W), RGB, H = W = image_size; outputs: calibrated class probabilities "
+        "(N, classes) and the predicted class index (N,) by the decision rule",
     }
     onnx.helper.set_model_props(proto, metadata)
     data = proto.SerializeToString()
@@ -83,10 +90,15 @@ def check_parity(model: ImageClassifier, session: OnnxClassifier, images: torch.
     """The largest difference of a probability between ONNX Runtime and PyTorch on `images`; raises above
     TOLERANCE."""
     with torch.no_grad():
-        expected = Probabilities(model)(images).numpy()
-    difference = float(np.abs(session.probabilities(images.numpy()) - expected).max())
+        expected = Predictions(model)(images)[0].numpy()
+    probs, predicted = session.run(images.numpy())
+    difference = float(np.abs(probs - expected).max())
     if difference > TOLERANCE:
         raise RuntimeError(f"the exported graph differs from PyTorch by {difference:.2e} (> {TOLERANCE}): not written")
+    # The graph's classes are its own probabilities' under the rule (PyTorch's may differ within TOLERANCE of it).
+    decided = decide(torch.from_numpy(probs), model.hparams.get("decision")).numpy()
+    if (decided != predicted).any():
+        raise RuntimeError("the exported graph's predicted classes differ from its decision rule: not written")
     return difference
 
 
@@ -103,6 +115,7 @@ class OnnxClassifier:
         self.tta_flip = self.metadata.get("tta_flip") == "true"
         self.class_names = json.loads(self.metadata.get("class_names") or "[]")
         self.data_settings = json.loads(self.metadata.get("data_settings") or "{}") or None
+        self.decision = json.loads(self.metadata.get("decision") or "null")  # null in files exported before rules
 
     @classmethod
     def load(cls, path: Path) -> OnnxClassifier:
@@ -121,5 +134,10 @@ class OnnxClassifier:
 
         return cls(onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]), "<exported graph>")
 
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """The graph's outputs: probabilities, and (files exported since decision rules) predicted classes."""
+        names = [o.name for o in self.session.get_outputs()]
+        return self.session.run(names, {INPUT: np.ascontiguousarray(images, dtype=np.uint8)})
+
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run([OUTPUT], {INPUT: np.ascontiguousarray(images, dtype=np.uint8)})[0]
+        return self.run(images)[0]

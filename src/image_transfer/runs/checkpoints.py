@@ -24,6 +24,7 @@ from image_transfer.data import ImageDataModule
 from image_transfer.errors import UserError
 from image_transfer.files import writing
 from image_transfer.models.classifier import ImageClassifier
+from image_transfer.models.decision import with_threshold
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.paths import from_project_root
 
@@ -83,6 +84,7 @@ def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
         model.hparams.class_names = _configured_class_names(model, cfg, ckpt)
     if cfg.get("tta_flip") is not None:
         model.hparams.tta_flip = bool(cfg.tta_flip)
+    model.hparams.decision = with_threshold(model.hparams.get("decision"), cfg.get("threshold"), class_names_of(model))
     return model
 
 
@@ -118,11 +120,16 @@ def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
             f"tta_flip={cfg.tta_flip}: {file} was exported with tta_flip={str(model.tta_flip).lower()} inside its "
             "graph; export the checkpoint again with the tta_flip you want."
         )
+    model.decision = with_threshold(model.decision, cfg.get("threshold"), model.class_names)
     return model
 
 
 def class_names_of(model: ImageClassifier | OnnxClassifier) -> list[str]:
     return list(model.class_names if isinstance(model, OnnxClassifier) else model.hparams.class_names)
+
+
+def decision_of(model: ImageClassifier | OnnxClassifier) -> dict | None:
+    return model.decision if isinstance(model, OnnxClassifier) else model.hparams.get("decision")
 
 
 def input_size(model: ImageClassifier | OnnxClassifier) -> int:

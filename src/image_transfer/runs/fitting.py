@@ -15,10 +15,12 @@ from image_transfer.data.audit import duplicate_summary
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_json
 from image_transfer.runs.build import build_tester, build_trainer, seed_run
+from image_transfer.runs.calibrate import calibrate, check_calibration, tested_decision
 from image_transfer.runs.class_names import write_class_names
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.feature_mode import feature_views
 from image_transfer.runs.hparams import record_session
+from image_transfer.runs.imbalance import class_weights, warn_if_imbalanced
 from image_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
 from image_transfer.runs.ranks import is_rank_zero
 from image_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
@@ -76,9 +78,12 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     if not datamodule.validates:
         log.info("data.val_fraction=0: training on all %d images, without validation", len(datamodule.table))
         cfg = without_validation(cfg)
+    check_calibration(cfg, datamodule.class_names, datamodule.validates)
+    training_labels = datamodule.train_table.labels
+    warn_if_imbalanced(training_labels, datamodule.class_names)
     # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
     duplicates = duplicate_summary(datamodule.table.labels, datamodule.content_hashes(datamodule.table))
-    model = instantiate(cfg.model)
+    model = instantiate(cfg.model, **class_weights(cfg, training_labels, len(datamodule.class_names)))
     datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(
         cfg,
@@ -102,12 +107,17 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         return {}  # rank 0 tests the best checkpoint and writes the outputs
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    tester = build_tester(cfg) if trainer.world_size > 1 else trainer
+    if tester is not trainer:
+        datamodule.trainer = tester  # its loaders: every image on this one device, not this rank's share
+    if best:
+        metrics |= calibrate(cfg, model, tester, datamodule, best)
     if cfg.get("test"):
-        tester = build_tester(cfg) if trainer.world_size > 1 else trainer
         tester.test(model, datamodule=datamodule, ckpt_path=best or None)
         metrics |= scalar_metrics(tester.callback_metrics)
         metrics["test/confusion_matrix"] = model.confusion_matrices.get("test")
-        save_test_predictions(output_dir, datamodule, model.test_probabilities)
+        save_test_predictions(output_dir, datamodule, model)
+        metrics |= tested_decision(model, datamodule.test_table.labels)
     metrics |= {f"data/duplicate_{k}": v for k, v in duplicates.items()}
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
     metrics |= {

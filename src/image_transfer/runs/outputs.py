@@ -28,10 +28,12 @@ def write_predictions(
     probabilities: bool = True,
     true_labels: list[int] | None = None,
     label_format: str = "name",
+    predicted: np.ndarray | None = None,
 ) -> Path:
-    """`name_column, label_column` (the predicted class's name; its index with label_format=index, as the hackathon's
-    submission format asks); with `probabilities`, a `prob_<class>` column per class; with `true_labels`,
-    `true_<label_column>` (the labelled class, written the same way)."""
+    """`name_column, label_column` (the predicted class's name, by the model's decision rule, `predicted`, else the
+    most probable; its index with label_format=index, as the hackathon's submission format asks); with
+    `probabilities`, a `prob_<class>` column per class; with `true_labels`, `true_<label_column>` (the labelled
+    class, written the same way)."""
     if len(names) != len(probs):
         raise ValueError(f"{path}: {len(names)} image names but {len(probs)} predictions")
     if label_format not in ("name", "index"):
@@ -43,9 +45,10 @@ def write_predictions(
     header = [name_column, label_column]
     header += [f"prob_{c}" for c in class_names] if probabilities else []
     header += [f"true_{label_column}"] if true_labels is not None else []
+    predicted = probs.argmax(axis=1) if predicted is None else predicted
     rows = []
     for i, (name, p) in enumerate(zip(names, probs)):
-        row = [name, label(int(p.argmax()))]
+        row = [name, label(int(predicted[i]))]
         row += [f"{q:.6f}" for q in p] if probabilities else []
         row += [label(true_labels[i])] if true_labels is not None else []
         rows.append(row)
@@ -71,20 +74,22 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
     return path
 
 
-def save_test_predictions(output_dir: Path, datamodule, batches: list[torch.Tensor]) -> None:
-    """The tested images' predictions, probabilities and labels; not written when only some images were
-    tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set."""
-    table = datamodule.test_table
+def save_test_predictions(output_dir: Path, datamodule, model) -> None:
+    """The tested images' predictions (by the model's decision rule), probabilities and labels; not written when
+    only some images were tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set."""
+    table, batches = datamodule.test_table, model.test_probabilities
     tested = sum(len(b) for b in batches)
     if tested != len(table):
         log.warning("%d of %d test images were tested: %s not written", tested, len(table), TEST_PREDICTIONS_FILE)
         return
+    probs = torch.cat(batches)
     write_predictions(
         Path(output_dir) / TEST_PREDICTIONS_FILE,
         table.names,
-        torch.cat(batches).numpy(),
+        probs.numpy(),
         datamodule.name_column,
         datamodule.label_column,
         datamodule.class_names,
         true_labels=table.labels,
+        predicted=model.decide(probs).numpy(),
     )

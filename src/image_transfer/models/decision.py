@@ -1,0 +1,112 @@
+"""The decision rule of a two-class model: predict the positive class when its (calibrated) probability reaches a
+threshold, given or picked on held-out predictions for a target (a least recall or precision, the best F1, the least
+cost). Kept in the checkpoint's hyper-parameters as a plain dict, and in an exported ONNX file's metadata:
+
+    {"positive": 1, "positive_class": "emergency", "threshold": 0.21, "rule": "recall>=0.98"}
+
+Without one (or with more classes), a model predicts the most probable class."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torchmetrics.functional.classification import binary_roc
+
+from image_transfer.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PICKS = ("recall", "precision", "f1", "cost")
+
+
+def positive_index(positive: str | None, class_names: list[str]) -> int:
+    """decision.positive as a class index; null: the second class (as scikit-learn's pos_label=1)."""
+    if positive is None:
+        return 1
+    if str(positive) not in class_names:
+        raise ConfigError(f"decision.positive={positive}: not one of the classes {class_names}; name one of them.")
+    return class_names.index(str(positive))
+
+
+def check_settings(settings, class_names: list[str]) -> None:
+    """Refuse, before training, a decision config that cannot be applied."""
+    threshold, pick = settings.get("threshold"), settings.get("pick")
+    if threshold is None and pick is None:
+        return
+    if len(class_names) != 2:
+        raise ConfigError(
+            f"decision.threshold/decision.pick apply to two classes; these data have {len(class_names)} "
+            f"({class_names}): drop them (the most probable class is predicted)."
+        )
+    positive_index(settings.get("positive"), class_names)
+    if threshold is not None and pick is not None:
+        raise ConfigError("decision.threshold and decision.pick are both set: give a threshold or a way to pick one.")
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(f"decision.threshold={threshold}: use a probability between 0 and 1.")
+    if pick is not None and pick not in PICKS:
+        raise ConfigError(f"decision.pick={pick}: use one of {', '.join(PICKS)}.")
+    if pick in ("recall", "precision") and not 0.0 < float(settings.get("at_least", 0)) <= 1.0:
+        raise ConfigError(f"decision.at_least={settings.get('at_least')}: use a fraction in (0, 1].")
+    if pick == "cost" and not float(settings.get("cost_ratio", 0)) > 0:
+        raise ConfigError(f"decision.cost_ratio={settings.get('cost_ratio')}: use a positive number.")
+
+
+def with_threshold(decision: dict | None, threshold, class_names: list[str]) -> dict | None:
+    """A model's rule with `threshold=P` (eval, predict, export) in place of its own threshold; null keeps it."""
+    if threshold is None:
+        return decision
+    if len(class_names) != 2 or not 0.0 <= float(threshold) <= 1.0:
+        raise ConfigError(
+            f"threshold={threshold}: a probability in [0, 1] for a two-class model (this one has {len(class_names)})."
+        )
+    positive = int(decision["positive"]) if decision else 1
+    return {"positive": positive, "positive_class": class_names[positive], "threshold": float(threshold)} | {
+        "rule": "given"
+    }
+
+
+def decide(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
+    """Predicted class indices (N,) of class probabilities (N, C) under `decision` (None: the most probable)."""
+    if not decision or decision.get("threshold") is None:
+        return probs.argmax(dim=1)
+    positive = int(decision["positive"])
+    return torch.where(probs[:, positive] >= float(decision["threshold"]), positive, 1 - positive)
+
+
+def counts(predicted: torch.Tensor, labels: torch.Tensor, positive: int) -> dict[str, float]:
+    """Precision and recall of the positive class."""
+    tp = int(((predicted == positive) & (labels == positive)).sum())
+    fp, fn = (
+        int(((predicted == positive) & (labels != positive)).sum()),
+        int(((predicted != positive) & (labels == positive)).sum()),
+    )
+    return {"precision": tp / (tp + fp) if tp + fp else 1.0, "recall": tp / (tp + fn) if tp + fn else 1.0}
+
+
+def pick_threshold(scores: torch.Tensor, is_positive: torch.Tensor, settings) -> tuple[float, str]:
+    """(threshold, rule) for the positive-class probabilities `scores` of images whose truth is `is_positive`.
+    Candidates are the scores themselves (predict positive when score >= threshold), scanned with torchmetrics'
+    ROC. recall (precision): among thresholds reaching decision.at_least, the one with the best precision (recall),
+    the highest on ties; f1: the best F1; cost: the fewest false alarms + cost_ratio x misses."""
+    pick = settings.pick
+    fpr, tpr, thresholds = binary_roc(scores.float(), is_positive.long())
+    positives, negatives = int(is_positive.sum()), int((~is_positive.bool()).sum())
+    tp, fp = tpr * positives, fpr * negatives
+    fn = positives - tp
+    precision = torch.where(tp + fp > 0, tp / (tp + fp).clamp(min=1e-12), torch.ones_like(tp))
+    if pick in ("recall", "precision"):
+        at_least = float(settings.at_least)
+        reached, other = (tpr, precision) if pick == "recall" else (precision, tpr)
+        ok = reached >= at_least - 1e-9
+        rule = f"{pick}>={at_least:g}"
+        if not ok.any():
+            log.warning("decision.pick=%s: no threshold reaches %s on these images; the closest is used", pick, rule)
+            ok = reached == reached.max()
+        chosen = torch.where(ok, other, torch.full_like(other, -1.0)).argmax()  # first of ties: the highest threshold
+    elif pick == "f1":
+        chosen, rule = (2 * tp / (2 * tp + fp + fn).clamp(min=1e-12)).argmax(), "best f1"
+    else:
+        ratio = float(settings.cost_ratio)
+        chosen, rule = (fp + ratio * fn).argmin(), f"least cost (a miss costs {ratio:g} false alarms)"
+    return float(thresholds[chosen].clamp(max=1.0)), rule
