@@ -26,28 +26,40 @@ def write_predictions(
     label_column: str,
     class_names: list[str],
     probabilities: bool = True,
-    true_labels: list[int] | None = None,
+    true_labels: list[int] | list[tuple[int, ...]] | None = None,
     label_format: str = "name",
+    predicted: np.ndarray | None = None,
+    delimiter: str = "|",
 ) -> Path:
     """`name_column, label_column` (the predicted class's name; its index with label_format=index, as the hackathon's
     submission format asks); with `probabilities`, a `prob_<class>` column per class; with `true_labels`,
-    `true_<label_column>` (the labelled class, written the same way)."""
+    `true_<label_column>` (the labelled class, written the same way).
+
+    Multi-label: `predicted`, a boolean (N, C) matrix of each image's predicted classes (the caller thresholds the
+    probabilities), makes the label column the predicted classes joined by `delimiter` (none: empty), and
+    `true_labels` each image's labelled classes (ImageTable.label_sets), written the same way."""
     if len(names) != len(probs):
         raise ValueError(f"{path}: {len(names)} image names but {len(probs)} predictions")
+    if predicted is not None and np.shape(predicted) != np.shape(probs):
+        raise ValueError(f"{path}: predicted classes {np.shape(predicted)} but probabilities {np.shape(probs)}")
     if label_format not in ("name", "index"):
         raise UserError(f"label_format={label_format!r}: use name (the class name) or index (its position).")
 
     def label(index: int):
         return class_names[index] if label_format == "name" else index
 
+    def labels(indices) -> str:
+        return delimiter.join(str(label(int(i))) for i in indices)
+
     header = [name_column, label_column]
     header += [f"prob_{c}" for c in class_names] if probabilities else []
     header += [f"true_{label_column}"] if true_labels is not None else []
     rows = []
     for i, (name, p) in enumerate(zip(names, probs)):
-        row = [name, label(int(p.argmax()))]
+        row = [name, label(int(p.argmax())) if predicted is None else labels(np.flatnonzero(predicted[i]))]
         row += [f"{q:.6f}" for q in p] if probabilities else []
-        row += [label(true_labels[i])] if true_labels is not None else []
+        if true_labels is not None:
+            row.append(label(true_labels[i]) if predicted is None else labels(true_labels[i]))
         rows.append(row)
     write_csv(Path(path), header, rows)
     return Path(path)
@@ -71,9 +83,12 @@ def write_metrics(output_dir: Path, metrics: dict) -> Path:
     return path
 
 
-def save_test_predictions(output_dir: Path, datamodule, batches: list[torch.Tensor]) -> None:
+def save_test_predictions(
+    output_dir: Path, datamodule, batches: list[torch.Tensor], predicted: np.ndarray | None = None
+) -> None:
     """The tested images' predictions, probabilities and labels; not written when only some images were
-    tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set."""
+    tested (fast_dev_run, limit_test_batches), so the file always covers the whole test set. Multi-label data
+    needs `predicted`, the boolean (N, C) predicted classes (see write_predictions)."""
     table = datamodule.test_table
     tested = sum(len(b) for b in batches)
     if tested != len(table):
@@ -86,5 +101,7 @@ def save_test_predictions(output_dir: Path, datamodule, batches: list[torch.Tens
         datamodule.name_column,
         datamodule.label_column,
         datamodule.class_names,
-        true_labels=table.labels,
+        true_labels=table.label_sets if datamodule.multi_label else table.labels,
+        predicted=predicted,
+        delimiter=datamodule.label_delimiter,
     )
