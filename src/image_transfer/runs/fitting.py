@@ -77,7 +77,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         log.info("data.val_fraction=0: training on all %d images, without validation", len(datamodule.table))
         cfg = without_validation(cfg)
     # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
-    duplicates = duplicate_summary(datamodule.table.labels, datamodule.content_hashes(datamodule.table))
+    duplicates = duplicate_summary(datamodule.table.classes(), datamodule.content_hashes(datamodule.table))
     model = instantiate(cfg.model)
     datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(
