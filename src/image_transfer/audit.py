@@ -33,22 +33,25 @@ def run_audit(cfg: DictConfig) -> dict:
         report = _audit_folders(root, data.class_names, cfg)
     else:
         csv_path, image_dir = csv_location(root, data.csv_file, data.image_dir)
-        name_column, label_column = csv_columns(csv_path, data.name_column, data.label_column)
+        # A multi-label csv's form, if it is one: a delimiter, or 0/1 columns (a plain list, not OmegaConf's).
+        multi = data.get("label_delimiter"), list(data.label_columns) if data.get("label_columns") else None
+        name_column, label_column = csv_columns(csv_path, data.name_column, data.label_column, multi[1])
         report = audit(
             csv_path,
             image_dir,
             name_column,
             label_column,
-            csv_class_names(csv_path, label_column, data.class_names),
+            csv_class_names(csv_path, label_column, data.class_names, *multi),
             csv_path.parent / cfg.test_csv if cfg.test_csv else None,
             cfg.near_duplicates,
             cfg.max_distance,
+            *multi,
         )
     output = Path(cfg.paths.output_dir)
     if cfg.clean_csv:
         if data.get("layout", "csv") == "folder":
             raise DataError("clean_csv=true writes a cleaned csv: class folders have none; drop clean_csv.")
-        header, rows, dropped = clean_rows(csv_path, report, name_column, label_column)
+        header, rows, dropped = clean_rows(csv_path, report, name_column, label_column, *multi)
         write_csv(output / "train_clean.csv", header, rows)
         report["clean"] = {"csv": str(output / "train_clean.csv"), "rows_kept": len(rows), "dropped": dropped}
         log.info(

@@ -22,7 +22,7 @@ from image_transfer.data.decode import decode_all, displayed_size, orientation
 from image_transfer.data.near_duplicates import near_duplicate_groups, perceptual_hash
 from image_transfer.data.split import content_hash
 from image_transfer.data.sources import IMAGE_SUFFIXES
-from image_transfer.data.table import DataError, ImageTable, class_index, read_rows
+from image_transfer.data.table import DataError, ImageTable, read_rows, row_label
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ LARGE_SIDE = 4096  # px; such images cost decode time and memory, and are usuall
 class Row:
     line: int
     name: str
-    label: int  # class index; -1 where empty, outside the classes, or the csv has no labels
+    label: int | tuple[int, ...]  # class index (multi-label: sorted indices); -1: not a label, or none in the csv
     raw_label: str
     fields: dict
 
@@ -50,8 +50,9 @@ class FileInfo:
 
 
 # ---- duplicate counting (also for training runs) ------------------------------------------------
-def duplicate_summary(labels: list[int], hashes: list[str]) -> dict:
-    """Byte-identical copies among images with these labels and content hashes; cheap, no decoding.
+def duplicate_summary(labels: list, hashes: list[str]) -> dict:
+    """Byte-identical copies among images with these labels (class indices, or multi-label classes: tuples) and
+    content hashes; cheap, no decoding.
 
     A training run passes its cached hashes; the one-line summary is logged (a warning when copies
     carry different labels, since one of them is then certainly mislabelled).
@@ -77,7 +78,7 @@ def _groups(keys: list) -> list[list[int]]:
 
 
 def _conflicting(labels: list[int]) -> bool:
-    return len({label for label in labels if label >= 0}) > 1
+    return len({label for label in labels if label != -1}) > 1
 
 
 def _counts(groups: list[list[int]], labels: list[int], extra: list[int]) -> dict:
@@ -89,12 +90,20 @@ def _counts(groups: list[list[int]], labels: list[int], extra: list[int]) -> dic
 
 
 # ---- reading ------------------------------------------------------------------------------------
-def _rows(csv_path: Path, name_column: str, label_column: str | None, class_names: list[str]) -> list[Row]:
+def _rows(
+    csv_path: Path,
+    name_column: str,
+    label_column: str | None,
+    class_names: list[str],
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
+) -> list[Row]:
     """Every row, good or bad; only a missing file or column (nothing to audit) raises DataError."""
     rows = []
-    for line, fields in read_rows(csv_path, [name_column] + ([label_column] if label_column else [])):
-        raw = (fields.get(label_column) or "") if label_column else ""
-        label = class_index(raw, class_names) if label_column else None
+    columns = label_columns or ([label_column] if label_column else [])
+    for line, fields in read_rows(csv_path, [name_column] + columns):
+        raw = ",".join(fields.get(c) or "" for c in columns)
+        label = row_label(fields, label_column, class_names, label_delimiter, label_columns)[0] if columns else None
         rows.append(Row(line, (fields.get(name_column) or "").strip(), -1 if label is None else label, raw, fields))
     return rows
 
@@ -141,10 +150,13 @@ def audit(
     test_csv: Path | None = None,
     near_duplicates: bool = True,
     max_distance: int = 4,
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
 ) -> dict:
-    """The report of a csv layout as a dict (names listed in full); see the module docstring for what it checks."""
+    """The report of a csv layout as a dict (names listed in full); see the module docstring for what it checks.
+    Multi-label csv files (label_delimiter, label_columns as read_table takes them) compare label sets."""
     class_names = list(class_names)
-    rows = _rows(csv_path, name_column, label_column, class_names)
+    rows = _rows(csv_path, name_column, label_column, class_names, label_delimiter, label_columns)
     test_rows, test_note = _test_rows(test_csv, name_column, class_names) if test_csv else ([], None)
     test = (str(test_csv), test_rows, test_note) if test_csv else None
     return audit_rows(str(csv_path), rows, image_dir, class_names, test, near_duplicates, max_distance)
@@ -188,10 +200,10 @@ def audit_rows(
         "class_names": class_names,
         "rows": len(rows),
         "missing_files": [row.name for row in rows if row.name not in files],
-        "bad_labels": [{"line": row.line, "name": row.name, "label": row.raw_label} for row in rows if row.label < 0],
+        "bad_labels": [{"line": row.line, "name": row.name, "label": row.raw_label} for row in rows if row.label == -1],
         "repeated_rows": _repeated_rows(rows),
         "unreadable": [{"name": name, "reason": files[name].error} for name in names if files[name].error],
-        "class_balance": {c: sum(row.label == i for row in rows) for i, c in enumerate(class_names)},
+        "class_balance": {c: sum(i in _classes(row.label) for row in rows) for i, c in enumerate(class_names)},
         **_image_stats([files[name] for name in readable], readable),
         "exact_duplicates": _exact_duplicates(names, labels, [files[n].sha1 for n in names], class_names),
         "unlisted_files": sorted(
@@ -213,6 +225,10 @@ def audit_rows(
         )
     report["summary"] = _summary(report)
     return report
+
+
+def _classes(label: int | tuple[int, ...]) -> tuple[int, ...]:
+    return label if isinstance(label, tuple) else (label,)
 
 
 def _repeated_rows(rows: list[Row]) -> list[dict]:
@@ -258,7 +274,7 @@ def _group_list(groups: list[list[int]], names: list[str], labels: list[int], cl
     """Member names of every group, and names with labels of the groups whose labels conflict."""
 
     def label_name(i: int) -> str | None:
-        return class_names[labels[i]] if labels[i] >= 0 else None
+        return None if labels[i] == -1 else "|".join(class_names[c] for c in _classes(labels[i]))
 
     return {
         "group_names": [[names[i] for i in g] for g in groups],
@@ -355,7 +371,12 @@ def _summary(report: dict) -> dict:
 
 # ---- cleaning -----------------------------------------------------------------------------------
 def clean_rows(
-    csv_path: Path, report: dict, name_column: str, label_column: str
+    csv_path: Path,
+    report: dict,
+    name_column: str,
+    label_column: str,
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
 ) -> tuple[list[str], list[list[str]], dict]:
     """The csv header, its rows worth training on (as read), and the names dropped per reason.
 
@@ -363,14 +384,14 @@ def clean_rows(
     copies and (if audited) near copies collapse to their first row in csv order (any copy of
     identical content will do), or all go where their labels conflict: which one is right is unknown.
     """
-    rows = _rows(csv_path, name_column, label_column, report["class_names"])
+    rows = _rows(csv_path, name_column, label_column, report["class_names"], label_delimiter, label_columns)
     header = [column for column in rows[0].fields if column is not None]  # None: cells beyond the header
     broken = set(report["missing_files"]) | {u["name"] for u in report["unreadable"]}
     dropped = {
-        "bad_label": [r.name for r in rows if r.label < 0],
-        "missing_or_unreadable": [r.name for r in rows if r.label >= 0 and r.name in broken],
+        "bad_label": [r.name for r in rows if r.label == -1],
+        "missing_or_unreadable": [r.name for r in rows if r.label != -1 and r.name in broken],
     }
-    rows = [r for r in rows if r.label >= 0 and r.name not in broken]
+    rows = [r for r in rows if r.label != -1 and r.name not in broken]
     steps = [("repeated_row", {})]
     for kind in ("exact_duplicates", "near_duplicates"):
         if kind in report:

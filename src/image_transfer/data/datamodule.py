@@ -4,7 +4,9 @@
 What the rest of the package calls on it: `class_names`, `table` (every labelled image), `train_table` / `val_table`
 / `test_table` / `predict_table` after setup, `check_split()` (refuse a split that cannot mean anything, before
 training), `content_hashes(table)`, `folds_of(table)`, `save_split(dir)`, `serve_features(views, model)`,
-`name_column` / `label_column` (the columns prediction files use), and Lightning's hooks and loaders."""
+`name_column` / `label_column` (the columns prediction files use), `multi_label` / `label_delimiter` (several classes
+per image: batches then carry float multi-hot targets (N, C), not class indices (N,)), and Lightning's hooks and
+loaders."""
 
 from __future__ import annotations
 
@@ -54,6 +56,8 @@ class ImageDataModule(L.LightningDataModule):
         name_column: str | None = None,
         label_column: str | None = None,
         class_names: list[str] | None = None,
+        label_delimiter: str | None = None,
+        label_columns: list[str] | None = None,
         image_size: int = 224,
         batch_size: int = 32,
         num_workers: int | str = "auto",
@@ -78,9 +82,11 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         # Plain types only: checkpoints are loaded with weights_only=True.
         class_names = [str(c) for c in class_names] if class_names else None
+        label_columns = [str(c) for c in label_columns] if label_columns else None
         self.save_hyperparameters(logger=False)  # see runs/hparams.py
         if layout not in LAYOUTS:
             raise DataError(f"data.layout={layout!r}: use csv (a csv of names and labels) or folder (a folder per class).")
+        _check_label_options(layout, label_column, label_delimiter, label_columns)
         self.root = from_project_root(root)
         self.seed = seed if seed is not None else int(torch.randint(2**31, ()).item())
         train_transform(image_size, augment)  # fail now, not at the first batch, on an unknown preset
@@ -110,7 +116,14 @@ class ImageDataModule(L.LightningDataModule):
                 self._data = folder_data(self.root, hp.class_names)
             else:
                 self._data = csv_data(
-                    self.root, hp.csv_file, hp.image_dir, hp.name_column, hp.label_column, hp.class_names
+                    self.root,
+                    hp.csv_file,
+                    hp.image_dir,
+                    hp.name_column,
+                    hp.label_column,
+                    hp.class_names,
+                    hp.label_delimiter,
+                    hp.label_columns,
                 )
         return self._data
 
@@ -118,6 +131,18 @@ class ImageDataModule(L.LightningDataModule):
     def class_names(self) -> list[str]:
         """Given ones need no data read (predicting); the data's are checked against them when it is read."""
         return self.hparams.class_names or self.data.class_names
+
+    @property
+    def multi_label(self) -> bool:
+        """Several classes per image, or none (data.label_delimiter or data.label_columns); known without reading
+        the data (predicting)."""
+        return bool(self.hparams.label_delimiter or self.hparams.label_columns)
+
+    @property
+    def label_delimiter(self) -> str:
+        """What joins an image's classes where a file lists them (val_split.csv, predictions): data.label_delimiter,
+        else | (for data.label_columns)."""
+        return self.hparams.label_delimiter or "|"
 
     @property
     def name_column(self) -> str:
@@ -131,7 +156,8 @@ class ImageDataModule(L.LightningDataModule):
     def table(self) -> ImageTable:
         """Every labelled image (a given val/ folder's too), optionally reduced to a stratified subset."""
         if self._table is None:
-            require_every_class(self.data.table.labels, self.class_names, str(self.root))
+            labels = [c for classes in self.data.table.classes() for c in classes]
+            require_every_class(labels, self.class_names, str(self.root))
             self._table = self.splitter.reduced(self.data.table)
         return self._table
 
@@ -187,9 +213,9 @@ class ImageDataModule(L.LightningDataModule):
         else:
             what = f"data.val_fraction={hp.val_fraction}"
             fix = "raise data.val_fraction, use more images, or set data.val_fraction=0 to train on every image"
-        sides = {"training": self.train_table.labels}
+        sides = {"training": self.train_table}
         if self.validates and self.data.val_names is None:  # a given validation folder may lack a class
-            sides["validation"] = self.val_table.labels
+            sides["validation"] = self.val_table
         self.splitter.check_sides(self.table, sides, self.class_names, what, fix)
 
     def check_folds(self) -> None:
@@ -199,8 +225,21 @@ class ImageDataModule(L.LightningDataModule):
         hp = self.hparams
         csv_path = self._csv_path(path, "data.test_csv")
         if csv_path.is_dir():
+            if self.multi_label:
+                raise DataError(
+                    f"data.test_csv={path} is a folder, whose class folders give one class per image; multi-label "
+                    "data tests on a csv in the training csv's form (data.label_delimiter / data.label_columns)."
+                )
             return folder_data(csv_path, self.class_names).table
-        return read_table(csv_path, self._images_of_csv(csv_path), self.name_column, self.label_column, self.class_names)
+        return read_table(
+            csv_path,
+            self._images_of_csv(csv_path),
+            self.name_column,
+            self.label_column,
+            self.class_names,
+            hp.label_delimiter,
+            hp.label_columns,
+        )
 
     def _predict_source(self) -> ImageTable:
         source = self._csv_path(self.hparams.predict_source, "source")
@@ -290,7 +329,17 @@ class ImageDataModule(L.LightningDataModule):
                 table = table.subset(keep)
                 setattr(self, f"{kind}_table", table)
             transform = train_transform(size, self.hparams.augment) if kind == "train" else eval_transform(size)
-            self._datasets[kind] = source, ImageDataset(images, [rows[i] for i in keep], table.labels, transform)
+            self._datasets[kind] = source, ImageDataset(images, [rows[i] for i in keep], self._targets(table), transform)
+
+    def _targets(self, table: ImageTable) -> list[int] | torch.Tensor:
+        """What batches carry per image: its class index; multi-label, a float multi-hot row (C,) as BCE takes it,
+        which the default collate stacks to (N, C)."""
+        if not table.multi_label:
+            return table.labels
+        targets = torch.zeros(len(table), len(self.class_names))
+        for row, classes in enumerate(table.label_sets):
+            targets[row, list(classes)] = 1.0
+        return targets
 
     def dataset(self, kind: str) -> ImageDataset:
         """The images of a kind (train, val, test, predict) after setup, as the CPU path serves them."""
@@ -334,7 +383,8 @@ class ImageDataModule(L.LightningDataModule):
         if kind == "train":
             if world > 1 and not self._seed_shared:  # one shuffle for all ranks, each taking its share
                 self.seed, self._seed_shared = self.trainer.strategy.broadcast(self.seed), True
-            weights = balancing_weights(dataset.labels) if self.hparams.sampler == "balanced" else None
+            # By class; for multi-label data by stratum (the rarest class of the image: ImageTable.labels).
+            weights = balancing_weights(self.train_table.labels) if self.hparams.sampler == "balanced" else None
             sampler = SeededEpochSampler(len(dataset), self.seed, self._current_epoch, rank, world, weights)
         else:
             sampler = ShardSampler(len(dataset), rank, world) if world > 1 else None
@@ -391,12 +441,43 @@ class ImageDataModule(L.LightningDataModule):
 
     # ---- outputs ------------------------------------------------------------------------------
     def save_split(self, directory: Path) -> Path:
-        """Write the validation image names (and classes) so eval can reuse exactly this split."""
+        """Write the validation image names (and classes; multi-label, joined by label_delimiter) so eval can reuse
+        exactly this split."""
         self._split()
         path = Path(directory) / VAL_SPLIT_FILE
-        classes = [self.class_names[label] for label in self.val_table.labels]
+        if self.multi_label:
+            names = self.class_names
+            classes = [self.label_delimiter.join(names[c] for c in cs) for cs in self.val_table.label_sets]
+        else:
+            classes = [self.class_names[label] for label in self.val_table.labels]
         write_csv(path, [self.name_column, self.label_column], zip(self.val_table.names, classes))
         return path
+
+
+def _check_label_options(layout, label_column, label_delimiter, label_columns) -> None:
+    """The multi-label options: one form at a time, for a csv."""
+    if label_delimiter is not None and not (isinstance(label_delimiter, str) and label_delimiter):
+        raise DataError(
+            f"data.label_delimiter={label_delimiter!r}: give the text between a cell's labels, e.g. '|' or ' ' "
+            "(null: one label per image)."
+        )
+    if label_delimiter and label_columns:
+        raise DataError(
+            "data.label_delimiter and data.label_columns are two forms of multi-label csv (a cell of labels joined "
+            "by the delimiter; a 0/1 column per class): set one of them, and the other to null."
+        )
+    if label_columns and label_column:
+        raise DataError(
+            f"data.label_columns={label_columns} replace the one label column: set data.label_column=null (it is "
+            f"{label_column!r})."
+        )
+    if label_columns and (len(label_columns) < 2 or len(set(label_columns)) < len(label_columns)):
+        raise DataError(f"data.label_columns={label_columns}: list two or more distinct 0/1 columns, one per class.")
+    if layout == "folder" and (label_delimiter or label_columns):
+        raise DataError(
+            "data.label_delimiter / data.label_columns read a multi-label csv; a folder per class (data=image_folder) "
+            "gives each image one class. Use data=csv with such a csv, or set them to null."
+        )
 
 
 def _check_options(val_fraction, folds, fold, subset, batch_size, class_names, workers, augment_on, sampler) -> None:

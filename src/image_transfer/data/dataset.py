@@ -11,14 +11,17 @@ from torch.utils.data import Dataset, DistributedSampler
 
 
 class ImageDataset(Dataset):
-    """(image, label) of the images at `positions` of a store (disk cache or memory), transformed per access.
+    """(image, label) of the images at `positions` of a store (disk cache or memory), transformed per access. A label
+is a class index, or for multi-label data a float multi-hot row (C,) of the `labels` tensor (N, C).
 
     Keys are indices, or (index, seed) pairs from SeededEpochSampler: the random transform then draws from the CPU
     generator seeded with `seed` alone, whenever and in whichever process it runs. A training set without a
     transform (augmentation on the device: device_augment.py) gives (image, label, seed), the image as cached.
     """
 
-    def __init__(self, images: Sequence[torch.Tensor], positions: list[int], labels: list[int], transform=None):
+    def __init__(
+        self, images: Sequence[torch.Tensor], positions: list[int], labels: list[int] | torch.Tensor, transform=None
+    ):
         self.images, self.positions, self.labels, self.transform = images, positions, labels, transform
 
     def __len__(self) -> int:
@@ -62,10 +65,12 @@ class FeatureDataset(Dataset):
     Training keys (index, seed) give (features (F,), label) of one view: with `flip` the mirror exactly when the
     image path's RandomHorizontalFlip would mirror the image under the same seed, else the image's own. Evaluation
     indices give (features (V, F), label, image), the image (eval-transformed) for the pictures of misclassified
-    ones.
+    ones. Labels as ImageDataset's: class indices, or multi-hot rows.
     """
 
-    def __init__(self, features: torch.Tensor, labels: list[int], flip: bool = False, images: ImageDataset = None):
+    def __init__(
+        self, features: torch.Tensor, labels: list[int] | torch.Tensor, flip: bool = False, images: ImageDataset = None
+    ):
         self.features, self.labels, self.flip, self.images = features, labels, flip, images
 
     def __len__(self) -> int:

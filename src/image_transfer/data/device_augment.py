@@ -15,9 +15,10 @@ from torch.utils.data import default_collate
 from image_transfer.data.dataset import transform_seeded
 
 
-def padded_collate(items: list[tuple[torch.Tensor, int, int]]) -> tuple[torch.Tensor, ...]:
+def padded_collate(items: list[tuple[torch.Tensor, int | torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
     """(images, labels, seeds, sizes): images of different sizes padded to the largest of the batch, each true
-    (height, width) in `sizes` (the device crops the padding off before augmenting)."""
+    (height, width) in `sizes` (the device crops the padding off before augmenting); labels collated as the CPU
+    path's (class indices (N,), or multi-hot targets (N, C))."""
     images, labels, seeds = zip(*items)
     height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
     batch = torch.zeros(len(images), images[0].shape[0], height, width, dtype=torch.uint8)

@@ -4,7 +4,8 @@ everything after it (content split, caches, transforms, loaders) is the same.
 
 Class names: given (data.class_names), they are checked against the data and fix the label order; inferred, they
 are the sorted class-folder names, the sorted label values of a csv whose labels are names, or class_0 .. class_K-1
-for index labels.
+for index labels; for a multi-label csv, the same over the labels of its cells (data.label_delimiter), or its 0/1
+columns' names (data.label_columns).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from image_transfer.data.table import (
     read_header,
     read_rows,
     read_table,
+    split_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,11 @@ class LabelledData:
     test: ImageTable | None = None  # a given test set (a test/ folder)
     name_column: str = DEFAULT_COLUMNS[0]  # the columns prediction files use for the image and its label
     label_column: str = DEFAULT_COLUMNS[1]
+
+    @property
+    def multi_label(self) -> bool:
+        """Several classes per image (or none): a csv with data.label_delimiter or data.label_columns."""
+        return self.table.multi_label
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -223,9 +230,14 @@ def csv_location(root: Path, csv_file: str, image_dir: str) -> tuple[Path, Path]
     return csv_path, images
 
 
-def csv_columns(csv_path: Path, name_column: str | None, label_column: str | None) -> tuple[str, str]:
-    """The name and label columns: as given, or (null) the csv's first and second columns."""
+def csv_columns(
+    csv_path: Path, name_column: str | None, label_column: str | None, label_columns: list[str] | None = None
+) -> tuple[str, str]:
+    """The name and label columns: as given, or (null) the csv's first and second columns. With a 0/1 column per
+    class (label_columns) the label column is only the one prediction files write the predicted classes in."""
     header = read_header(csv_path)
+    if label_columns:
+        return name_column or header[0], DEFAULT_COLUMNS[1]
     if name_column is None or label_column is None:
         if len(header) < 2:
             raise DataError(
@@ -235,11 +247,38 @@ def csv_columns(csv_path: Path, name_column: str | None, label_column: str | Non
     return name_column or header[0], label_column or header[1]
 
 
-def csv_class_names(csv_path: Path, label_column: str, given: list[str] | None) -> list[str]:
-    """Given names are checked row by row by read_table; inferred: sorted label values, or class_<i> for indices."""
+def csv_class_names(
+    csv_path: Path,
+    label_column: str,
+    given: list[str] | None,
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
+) -> list[str]:
+    """Given names are checked row by row by read_table; inferred: sorted label values, or class_<i> for indices.
+    With label_columns: the given names (one per column, in their order) or the columns' names."""
+    given = [str(c) for c in given] if given else None
+    if label_columns:
+        if given and len(given) != len(label_columns):
+            raise DataError(
+                f"data.class_names={given} names {len(given)} classes but data.label_columns={label_columns} has "
+                f"{len(label_columns)} columns: give one name per column, in their order, or null to use the column "
+                "names."
+            )
+        return given or list(label_columns)
+    if given and label_delimiter:
+        joined = [c for c in given if label_delimiter in c]
+        if joined:
+            raise DataError(
+                f"data.class_names: {joined} contain data.label_delimiter={label_delimiter!r}, which separates "
+                "the labels of a cell; rename those classes or pick another delimiter."
+            )
     if given:
-        return [str(c) for c in given]
-    values = Counter(row[label_column].strip() for _, row in read_rows(csv_path, [label_column]))
+        return given
+    rows = read_rows(csv_path, [label_column])
+    if label_delimiter:
+        values = Counter(part for _, row in rows for part in split_labels(row[label_column], label_delimiter))
+    else:
+        values = Counter(row[label_column].strip() for _, row in rows)
     values.pop("", None)
     numbers = [label_number(v) for v in values]
     if values and all(n is not None for n in numbers):
@@ -262,10 +301,13 @@ def csv_data(
     name_column: str | None,
     label_column: str | None,
     class_names: list[str] | None,
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
 ) -> LabelledData:
-    """data=csv: the user's csv (columns data.name_column / data.label_column), images in data.image_dir."""
+    """data=csv: the user's csv (columns data.name_column / data.label_column, or data.label_columns), images in
+    data.image_dir."""
     csv_path, images = csv_location(root, csv_file, image_dir)
-    name_column, label_column = csv_columns(csv_path, name_column, label_column)
-    class_names = csv_class_names(csv_path, label_column, class_names)
-    table = read_table(csv_path, images, name_column, label_column, class_names)
+    name_column, label_column = csv_columns(csv_path, name_column, label_column, label_columns)
+    class_names = csv_class_names(csv_path, label_column, class_names, label_delimiter, label_columns)
+    table = read_table(csv_path, images, name_column, label_column, class_names, label_delimiter, label_columns)
     return LabelledData(table, class_names, name_column=name_column, label_column=label_column)

@@ -80,34 +80,49 @@ class Splitter:
     def _subset_note(self) -> str:
         return f" of the data.subset={self.subset}" if self.subset else ""
 
-    def check_sides(self, table: ImageTable, sides: dict[str, list[int]], class_names: list[str], what: str, fix: str):
-        """Refuse a split that leaves a side ({"training": labels, ...}) without some class."""
-        for side, side_labels in sides.items():
-            absent = [c for i, c in enumerate(class_names) if i not in side_labels]
+    def check_sides(
+        self, table: ImageTable, sides: dict[str, ImageTable], class_names: list[str], what: str, fix: str
+    ) -> None:
+        """Refuse a split that leaves a side ({"training": its rows, ...}) without some class."""
+        for side, rows in sides.items():
+            present = {c for classes in rows.classes() for c in classes}
+            absent = [c for i, c in enumerate(class_names) if i not in present]
             if absent:
                 raise DataError(
                     f"{what} leaves the {side} images without class {', '.join(map(repr, absent))} "
-                    f"({class_counts(table.labels, class_names)}{self._subset_note()}): {fix}."
+                    f"({class_counts(table, class_names)}{self._subset_note()}): {fix}."
                 )
 
     def check_folds(self, table: ImageTable, class_names: list[str]) -> None:
         """Every fold must validate and train on every class: a class needs as many distinct images as folds."""
         if self.fold is not None and not 0 <= self.fold < self.folds:
             raise DataError(f"data.fold={self.fold}: data.folds={self.folds} has folds 0..{self.folds - 1}.")
-        fold_of, labels, groups = self.folds_of(table), table.labels, self.groups(table)
+        fold_of, classes, groups = self.folds_of(table), table.classes(), self.groups(table)
         for index, name in enumerate(class_names):
-            missing = sum(index not in {lbl for lbl, f in zip(labels, fold_of) if f == k} for k in range(self.folds))
-            if missing:
-                distinct = len({g for g, lbl in zip(groups, labels) if lbl == index})
+            in_fold = {f for cs, f in zip(classes, fold_of) if index in cs}
+            missing = self.folds - len(in_fold)
+            if not missing:
+                continue
+            distinct = len({g for g, cs in zip(groups, classes) if index in cs})
+            if distinct < self.folds:
                 raise DataError(
                     f"data.folds={self.folds}: class {name!r} has only {distinct} distinct image(s)"
                     f"{self._subset_note()} (copies count once), so {missing} fold(s) would validate without it. "
                     f"Use data.folds={distinct} or fewer, or more images."
                 )
+            # Multi-label folds are stratified by each image's rarest class: a class that comes with rarer ones
+            # follows them, and may miss a fold however many images it has.
+            raise DataError(
+                f"data.folds={self.folds}: class {name!r} has {distinct} distinct image(s){self._subset_note()}, but "
+                "the folds, stratified by one class per image (a multi-label image's rarest), leave "
+                f"{missing} fold(s) without it. Use fewer folds, or more images of {name!r}."
+            )
 
 
-def class_counts(labels: list[int], class_names: list[str]) -> str:
-    return ", ".join(f"{sum(lbl == i for lbl in labels)} {name}" for i, name in enumerate(class_names))
+def class_counts(table: ImageTable, class_names: list[str]) -> str:
+    """Images per class (a multi-label image counts for each of its classes)."""
+    classes = table.classes()
+    return ", ".join(f"{sum(i in cs for cs in classes)} {name}" for i, name in enumerate(class_names))
 
 
 def read_split_names(path: Path, name_column: str) -> set[str]:

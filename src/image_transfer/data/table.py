@@ -1,9 +1,14 @@
-"""Read and validate a CSV of image names (and labels) against an image folder."""
+"""Read and validate a CSV of image names (and labels) against an image folder.
+
+Labels come in three forms: one class per row (a class name or index), or multi-label: several in one cell
+separated by `label_delimiter`, or a 0/1 column per class (`label_columns`).
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,19 +23,43 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class ImageTable:
-    """Image paths with their class indices (-1 where the table carries no labels)."""
+    """Image paths with their class indices (-1 where the table carries no labels).
+
+    Multi-label tables also hold each image's set of class indices; their `labels` are then the strata that splits
+    and folds stratify by (see `strata`).
+    """
 
     names: list[str]
     paths: list[Path]
     labels: list[int]
+    label_sets: tuple[tuple[int, ...], ...] | None = None  # multi-label: each image's classes, sorted; () for none
 
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
+
+    def classes(self) -> list[tuple[int, ...]]:
+        """Each image's classes: its label set, or its one label."""
+        return list(self.label_sets) if self.multi_label else [(label,) for label in self.labels]
+
     def subset(self, indices) -> ImageTable:
         return ImageTable(
-            [self.names[i] for i in indices], [self.paths[i] for i in indices], [self.labels[i] for i in indices]
+            [self.names[i] for i in indices],
+            [self.paths[i] for i in indices],
+            [self.labels[i] for i in indices],
+            tuple(self.label_sets[i] for i in indices) if self.multi_label else None,
         )
+
+
+def strata(label_sets: list[tuple[int, ...]], num_classes: int) -> list[int]:
+    """The stratum of each multi-label image: its rarest class in these rows (ties: the lower index), so the rare
+    classes, which a split most easily leaves out of a side, spread over the sides first; an image of no class
+    is a stratum of its own (num_classes)."""
+    counts = Counter(c for classes in label_sets for c in classes)
+    return [min(classes, key=lambda c: (counts[c], c)) if classes else num_classes for classes in label_sets]
 
 
 def read_table(
@@ -39,18 +68,23 @@ def read_table(
     name_column: str,
     label_column: str | None,
     class_names: list[str],
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
 ) -> ImageTable:
     """Rows of `csv_path` as an ImageTable; every listed image must exist in `image_dir`.
 
-    Labels may be class indices (0, 1, ...) or class names. `label_column=None` reads an unlabelled table.
+    Labels may be class indices (0, 1, ...) or class names; several per cell separated by `label_delimiter`, or
+    a 0/1 column per class (`label_columns`, in class order), make a multi-label table. `label_column=None` (and
+    no `label_columns`) reads an unlabelled table.
     """
-    rows = read_rows(csv_path, [name_column] + ([label_column] if label_column else []))
+    labelled = bool(label_columns or label_column)
+    rows = read_rows(csv_path, [name_column] + (label_columns or ([label_column] if label_column else [])))
     names, labels, bad_labels, conflicts, first_line = [], [], [], [], {}
     for line, row in rows:
         name = row[name_column].strip()
-        label = -1 if label_column is None else class_index(row[label_column], class_names)
+        label, why = row_label(row, label_column, class_names, label_delimiter, label_columns) if labelled else (-1, "")
         if label is None:
-            bad_labels.append(f"line {line}: {row[label_column]!r}")
+            bad_labels.append(f"line {line}: {why}")
         if name in first_line:  # a repeated row: the same image listed again
             earlier = first_line[name]
             if labels[earlier[1]] != label:
@@ -61,9 +95,15 @@ def read_table(
         names.append(name)
         labels.append(label)
     if bad_labels:
+        if label_columns:
+            raise DataError(
+                f"{csv_path}: {len(bad_labels)} row(s) have a cell that is not 0 or 1 in data.label_columns "
+                f"{label_columns}: {first_items(bad_labels)}. Write 0 or 1 (or false / true) in every label column."
+            )
+        how = f" or class names separated by {label_delimiter!r}; an empty cell: none" if label_delimiter else ""
         raise DataError(
             f"{csv_path}: {len(bad_labels)} row(s) have a label outside the classes {class_names} "
-            f"(use an index 0..{len(class_names) - 1} or a class name): {first_items(bad_labels)}"
+            f"(use an index 0..{len(class_names) - 1} or a class name{how}): {first_items(bad_labels)}"
         )
     if conflicts:
         raise DataError(
@@ -77,7 +117,45 @@ def read_table(
             f"{csv_path}: {len(missing)} listed image(s) are missing from {image_dir}: {first_items(missing)}. "
             "Fix the csv, or point data.image_dir at the folder that holds them (relative to the csv's folder)."
         )
+    if label_delimiter or label_columns:
+        return ImageTable(names, paths, strata(labels, len(class_names)), tuple(labels))
     return ImageTable(names, paths, labels)
+
+
+def row_label(
+    row: dict,
+    label_column: str | None,
+    class_names: list[str],
+    label_delimiter: str | None = None,
+    label_columns: list[str] | None = None,
+) -> tuple[int | tuple[int, ...] | None, str]:
+    """(label, what is wrong): a row's class index, or (multi-label) the sorted tuple of its class indices; None
+    and the offending cell(s) where it is no label."""
+    if label_columns:
+        bad = [f"column {c!r} has {row[c]!r}" for c in label_columns if flag(row[c]) is None]
+        return (None, ", ".join(bad)) if bad else (tuple(i for i, c in enumerate(label_columns) if flag(row[c])), "")
+    value = row[label_column]
+    if not label_delimiter:
+        return class_index(value, class_names), repr(value)
+    indices = {part: class_index(part, class_names) for part in split_labels(value, label_delimiter)}
+    unknown = [part for part, index in indices.items() if index is None]
+    if unknown:
+        return None, f"{', '.join(map(repr, unknown))} in {value!r}"
+    return tuple(sorted(set(indices.values()))), ""
+
+
+def split_labels(value: str | None, delimiter: str) -> list[str]:
+    """The labels of a multi-label cell (empty: none)."""
+    return [part.strip() for part in (value or "").split(delimiter) if part.strip()]
+
+
+def flag(value: str | None) -> bool | None:
+    """A 0/1 label cell: 0 or 1 (also 0.0 / 1.0, as spreadsheets and pandas write them), false or true; else None."""
+    value = (value or "").strip().lower()
+    if value in ("true", "false"):
+        return value == "true"
+    number = label_number(value)
+    return bool(number) if number in (0, 1) else None
 
 
 def read_header(csv_path: Path) -> list[str]:
@@ -92,7 +170,7 @@ def read_rows(csv_path: Path, columns: list[str]) -> list[tuple[int, dict]]:
     if absent:
         raise DataError(
             f"{csv_path}: column(s) {absent} not found; its header is {reader.fieldnames}. "
-            "Set data.name_column / data.label_column to the right names."
+            "Set data.name_column / data.label_column (or data.label_columns) to the right names."
         )
     rows = [
         (line, row)

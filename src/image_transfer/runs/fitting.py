@@ -82,7 +82,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     training_labels = datamodule.train_table.labels
     warn_if_imbalanced(training_labels, datamodule.class_names)
     # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
-    duplicates = duplicate_summary(datamodule.table.labels, datamodule.content_hashes(datamodule.table))
+    duplicates = duplicate_summary(datamodule.table.classes(), datamodule.content_hashes(datamodule.table))
     model = instantiate(cfg.model, **class_weights(cfg, training_labels, len(datamodule.class_names)))
     datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(

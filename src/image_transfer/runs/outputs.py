@@ -26,21 +26,32 @@ def write_predictions(
     label_column: str,
     class_names: list[str],
     probabilities: bool = True,
-    true_labels: list[int] | None = None,
+    true_labels: list[int] | list[tuple[int, ...]] | None = None,
     label_format: str = "name",
     predicted: np.ndarray | None = None,
+    delimiter: str = "|",
 ) -> Path:
-    """`name_column, label_column` (the predicted class's name, by the model's decision rule, `predicted`, else the
-    most probable; its index with label_format=index, as the hackathon's submission format asks); with
-    `probabilities`, a `prob_<class>` column per class; with `true_labels`, `true_<label_column>` (the labelled
-    class, written the same way)."""
+    """`name_column, label_column` (the predicted class's name; its index with label_format=index, as the hackathon's
+    submission format asks); with `probabilities`, a `prob_<class>` column per class; with `true_labels`,
+    `true_<label_column>` (the labelled class, written the same way). `predicted`: the classes the model's decision
+    rule predicts (N,), else the most probable.
+
+    Multi-label: `predicted`, a boolean (N, C) matrix of each image's predicted classes, makes the label column the
+    predicted classes joined by `delimiter` (none: empty), and `true_labels` each image's labelled classes
+    (ImageTable.label_sets), written the same way."""
     if len(names) != len(probs):
         raise ValueError(f"{path}: {len(names)} image names but {len(probs)} predictions")
+    multi_label = predicted is not None and np.ndim(predicted) == 2
+    if multi_label and np.shape(predicted) != np.shape(probs):
+        raise ValueError(f"{path}: predicted classes {np.shape(predicted)} but probabilities {np.shape(probs)}")
     if label_format not in ("name", "index"):
         raise UserError(f"label_format={label_format!r}: use name (the class name) or index (its position).")
 
     def label(index: int):
         return class_names[index] if label_format == "name" else index
+
+    def labels(indices) -> str:
+        return delimiter.join(str(label(int(i))) for i in indices)
 
     header = [name_column, label_column]
     header += [f"prob_{c}" for c in class_names] if probabilities else []
@@ -48,9 +59,10 @@ def write_predictions(
     predicted = probs.argmax(axis=1) if predicted is None else predicted
     rows = []
     for i, (name, p) in enumerate(zip(names, probs)):
-        row = [name, label(int(predicted[i]))]
+        row = [name, labels(np.flatnonzero(predicted[i])) if multi_label else label(int(predicted[i]))]
         row += [f"{q:.6f}" for q in p] if probabilities else []
-        row += [label(true_labels[i])] if true_labels is not None else []
+        if true_labels is not None:
+            row.append(labels(true_labels[i]) if multi_label else label(true_labels[i]))
         rows.append(row)
     write_csv(Path(path), header, rows)
     return Path(path)
@@ -90,6 +102,7 @@ def save_test_predictions(output_dir: Path, datamodule, model) -> None:
         datamodule.name_column,
         datamodule.label_column,
         datamodule.class_names,
-        true_labels=table.labels,
+        true_labels=table.label_sets if datamodule.multi_label else table.labels,
         predicted=model.decide(probs).numpy(),
+        delimiter=datamodule.label_delimiter,
     )
