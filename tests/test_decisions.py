@@ -19,7 +19,12 @@ from image_transfer.data.dataset import SeededEpochSampler, balancing_weights
 from image_transfer.errors import ConfigError
 from image_transfer.eval import evaluate
 from image_transfer.export import export
-from image_transfer.models.calibration import calibrated_log_probs, calibration_scores, fit_temperature
+from image_transfer.models.calibration import (
+    calibrated_log_probs,
+    calibrated_probs,
+    calibration_scores,
+    fit_temperature,
+)
 from image_transfer.models.decision import check_settings, pick_threshold
 from image_transfer.models.losses import classification_loss
 from image_transfer.predict import predict
@@ -41,8 +46,8 @@ def overconfident(seed: int, n: int = 3000, classes: int = 3) -> tuple[torch.Ten
 def test_temperature_lowers_the_nll_and_ece_of_an_overconfident_model(per_class):
     view_logits, labels = overconfident(0)
     temperature = fit_temperature(view_logits, labels, per_class=per_class)
-    before = calibration_scores(calibrated_log_probs(view_logits, torch.ones(3)), labels)
-    calibrated = calibrated_log_probs(view_logits, temperature)
+    before = calibration_scores(calibrated_probs(view_logits, torch.ones(3)), labels)
+    calibrated = calibrated_probs(view_logits, temperature)
     after = calibration_scores(calibrated, labels)
     assert after["nll"] < before["nll"] - 0.3 and after["ece"] < before["ece"] / 3 and after["ece"] < 0.03
     assert temperature.min() > 3 and temperature.max() < 5  # the sharpening it undoes
@@ -138,14 +143,16 @@ def test_balanced_sampler_draws_every_class_equally_and_only_from_seed_and_epoch
 
 def test_auto_class_weights_and_the_imbalance_warning(caplog):
     cfg = OmegaConf.create({"model": {"class_weights": "auto"}})
-    weights = class_weights(cfg, [0] * 90 + [1] * 10, 2)["class_weights"]
-    assert weights == pytest.approx([100 / 180, 100 / 20])
-    assert class_weights(OmegaConf.create({"model": {"class_weights": None}}), [0, 1], 2) == {}
+    single = [(0,)] * 90 + [(1,)] * 10
+    assert class_weights(cfg, single, 2, False)["class_weights"] == pytest.approx([100 / 180, 100 / 20])
+    multi = [(0, 1)] * 10 + [(0,)] * 70 + [()] * 20  # class 0 in 80 images, class 1 in 10
+    assert class_weights(cfg, multi, 2, True)["class_weights"] == pytest.approx([20 / 80, 90 / 10])
+    assert class_weights(OmegaConf.create({"model": {"class_weights": None}}), single, 2, False) == {}
     with caplog.at_level(logging.WARNING):
-        warn_if_imbalanced([0] * 95 + [1] * 5, ["common", "rare"])
+        warn_if_imbalanced([(0,)] * 95 + [(1,)] * 5, ["common", "rare"])
     assert "rare 5.0%" in caplog.text and "data.sampler=balanced" in caplog.text
     caplog.clear()
-    warn_if_imbalanced([0] * 80 + [1] * 20, ["common", "rare"])
+    warn_if_imbalanced([(0,)] * 80 + [(1,)] * 20, ["common", "rare"])
     assert not caplog.text
 
 

@@ -20,9 +20,9 @@ def test_flip_tta_is_the_mean_of_an_image_and_its_mirror():
     model = ImageClassifier("cnn", num_classes=2, image_size=32, pretrained=False, tta_flip=True).eval()
     images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     with torch.no_grad():
-        tta = model.log_probs(images).exp()
+        tta = model.probabilities(images)
         plain = model(images).softmax(1), model(images.flip(-1)).softmax(1)
-        mirrored = model.log_probs(images.flip(-1)).exp()
+        mirrored = model.probabilities(images.flip(-1))
     assert torch.allclose(tta, (plain[0] + plain[1]) / 2, atol=1e-6)
     assert torch.allclose(tta, mirrored, atol=1e-6) and not torch.allclose(plain[0], plain[1], atol=1e-4)
 

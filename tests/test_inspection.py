@@ -21,7 +21,7 @@ from tests.helpers.images import make_dataset
 from tests.helpers.tensorboard import sessions
 
 CLASSES = ["car", "truck", "ambulance"]
-VAL_PICTURES = ["confusion_matrix", "roc", "misclassified_best", "misclassified_last", "activation_maps"]
+VAL_PICTURES = ["confusion_matrix", "roc", "misclassified_best", "misclassified_last", "activation_maps", "reliability"]
 PNGS = {f"{name}.png" for name in [*VAL_PICTURES, "augmented_samples", "test_confusion_matrix", "test_roc"]}
 
 

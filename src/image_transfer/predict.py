@@ -28,6 +28,7 @@ from image_transfer.runs.checkpoints import (
     datamodule_for,
     decision_of,
     input_size,
+    is_multi_label,
     load_model,
 )
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
@@ -71,7 +72,8 @@ def predict(cfg: DictConfig) -> Path:
         classes[0],
         probabilities=cfg.probabilities,
         label_format=cfg.label_format,
-        predicted=decide(probs, decisions[0]).numpy(),
+        predicted=decide(probs, decisions[0], is_multi_label(models[0])).numpy(),
+        delimiter=datamodule.label_delimiter,
     )
     log.info("wrote %d predictions of %d model(s) to %s", len(probs), len(models), output)
     return output

@@ -5,7 +5,9 @@ curve per class in TensorBoard's PR-curve plugin. Once at the start, the augment
 batch, as the model receives them. At the end of fit, the most confidently wrong validation images of the best
 checkpoint's epoch and of the last epoch, and Grad-CAM maps of a few right and wrong validation images. The test
 stage gets its confusion matrix, ROC and PR curves. Nothing from Lightning's sanity check. TensorBoard keeps every
-epoch's picture; a PNG holds the latest.
+epoch's picture; a PNG holds the latest. Multi-label models get a precision-recall curve per class (as a picture and in
+the PR-curve plugin) and, per class, the images whose yes/no for it was most confidently wrong; no confusion matrix
+or Grad-CAM (which look at one predicted class).
 
 Drawing draws no random numbers and leaves the model as it found it, so a resumed run still continues exactly.
 """
@@ -26,13 +28,13 @@ from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically
 from image_transfer.inspection import figures
 from image_transfer.inspection.activation_maps import grad_cam
-from image_transfer.inspection.examples import EpochExamples
+from image_transfer.inspection.examples import EpochExamples, LabelSetExamples
 
 log = logging.getLogger(__name__)
 
 
 class Validated(NamedTuple):
-    examples: EpochExamples
+    examples: EpochExamples | LabelSetExamples
     epoch: int
     step: int  # the global step TensorBoard files its pictures under
 
@@ -58,7 +60,7 @@ class Inspection(L.Callback):
         self.class_names = list(class_names)
         self.misclassified, self.augmented = misclassified, augmented
         self.activation_images = activation_images if activation_maps else 0
-        self._collecting: EpochExamples | None = None  # the stage running now
+        self._collecting: EpochExamples | LabelSetExamples | None = None  # the stage running now
         self._last_val: Validated | None = None  # the latest validation epoch
         self._best_val: Validated | None = None  # the epoch of best.ckpt, when it ran in this fit
         self._best_score_before: float | None = None  # the checkpoint's best score before _last_val
@@ -71,10 +73,15 @@ class Inspection(L.Callback):
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:  # the untrained model's guesses on a batch or two mean nothing
             right_per_class = math.ceil(self.activation_images / len(self.class_names))
-            self._collecting = EpochExamples(len(self.class_names), self.misclassified, right_per_class)
+            self._collecting = self._examples(pl_module, self.misclassified, right_per_class)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._collecting = EpochExamples(len(self.class_names), 0, 0)
+        self._collecting = self._examples(pl_module, 0, 0)
+
+    def _examples(self, pl_module: L.LightningModule, wrong: int, right_per_class: int):
+        if pl_module.hparams.get("multi_label"):
+            return LabelSetExamples(len(self.class_names), wrong)
+        return EpochExamples(len(self.class_names), wrong, right_per_class)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if self._collecting is not None and not trainer.sanity_checking:
@@ -89,7 +96,10 @@ class Inspection(L.Callback):
                 f"callbacks.inspection.class_names has {len(self.class_names)} names, the model "
                 f"{outputs['probs'].shape[1]} classes: set it to data.class_names (the default)."
             )
-        self._collecting.add(outputs["inputs"], outputs["targets"], outputs["probs"])
+        if isinstance(self._collecting, LabelSetExamples):
+            self._collecting.add(outputs["inputs"], outputs["targets"], outputs["probs"], outputs["predicted"])
+        else:
+            self._collecting.add(outputs["inputs"], outputs["targets"], outputs["probs"])
 
     # ---- per epoch ---------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -130,7 +140,7 @@ class Inspection(L.Callback):
             return
         if self.misclassified:
             self._draw_misclassified(trainer)
-        if self.activation_images:
+        if self.activation_images and isinstance(self._last_val.examples, EpochExamples):
             self._draw_activation_maps(trainer, pl_module, self._last_val)
 
     def _draw_misclassified(self, trainer: L.Trainer) -> None:
@@ -153,12 +163,22 @@ class Inspection(L.Callback):
         return f"epoch {self._best_val.epoch}, {trainer.checkpoint_callback.monitor} {_best_score(trainer):.4f}"
 
     # ---- drawing -----------------------------------------------------------------------------------
-    def _draw_curves(self, trainer: L.Trainer, stage: str, epoch: EpochExamples) -> None:
-        probs, labels, names = epoch.probs, epoch.labels, self.class_names
-        if not len(labels):
+    def _draw_curves(self, trainer: L.Trainer, stage: str, epoch: EpochExamples | LabelSetExamples) -> None:
+        probs, names = epoch.probs, self.class_names
+        if not len(probs):
             return
         title = f"Validation, epoch {trainer.current_epoch}" if stage == "val" else "Test"
-        title += f": {len(labels)} images"
+        title += f": {len(probs)} images"
+        if isinstance(epoch, LabelSetExamples):
+            self.publish(
+                trainer, f"{stage}/pr_curves", figures.render(figures.pr_curves(probs, epoch.targets, names, title))
+            )
+            for index, name in enumerate(names):
+                for writer in self._tensorboards(trainer):
+                    has = epoch.targets[:, index].bool()
+                    writer.add_pr_curve(f"{stage}/pr_curve/{name}", has, probs[:, index], trainer.global_step)
+            return
+        labels = epoch.labels
         matrix = figures.confusion_matrix(probs, labels, names, title)
         self.publish(trainer, f"{stage}/confusion_matrix", figures.render(matrix))
         self.publish(trainer, f"{stage}/roc", figures.render(figures.roc(probs, labels, names, title)))
@@ -168,6 +188,8 @@ class Inspection(L.Callback):
 
     def _misclassified(self, validated: Validated, when: str) -> np.ndarray:
         epoch = validated.examples
+        if isinstance(epoch, LabelSetExamples):
+            return self._wrong_per_class(epoch, when)
         shown = epoch.wrong_ones(self.misclassified)
         wrong = int((epoch.probs.argmax(dim=1) != epoch.labels).sum())
         title = f"Misclassified validation images at the {when}\n{wrong} of {len(epoch.labels)} wrong" + (
@@ -175,6 +197,18 @@ class Inspection(L.Callback):
         )
         images = torch.stack([image for image, _, _ in shown]) if shown else torch.empty(0, 3, 1, 1)
         captions = [self._caption(label, probs) for _, label, probs in shown]
+        return figures.render(figures.image_grid(images, captions, title))
+
+    def _wrong_per_class(self, epoch: LabelSetExamples, when: str) -> np.ndarray:
+        shown = epoch.wrong_ones(self.misclassified)
+        title = f"Validation images whose yes/no for a class was most confidently wrong, at the {when}\n" + (
+            f"{len(shown)} shown, the classes taking turns" if shown else "none wrong"
+        )
+        images = torch.stack([image for image, *_ in shown]) if shown else torch.empty(0, 3, 1, 1)
+        captions = [
+            f"{self.class_names[c]}: {float(probs[c]):.2f}\n{'missed (it is there)' if has else 'not there'}"
+            for _, c, has, probs in shown
+        ]
         return figures.render(figures.image_grid(images, captions, title))
 
     def _draw_augmented(self, trainer: L.Trainer, images: torch.Tensor, targets: torch.Tensor) -> None:

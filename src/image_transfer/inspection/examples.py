@@ -1,5 +1,6 @@
 """What one validation (or test) epoch leaves for the pictures: every probability and label (small), and a bounded
-number of images: the most confidently wrong ones, and the most confidently right ones of each class."""
+number of images: the most confidently wrong ones, and the most confidently right ones of each class (multi-label:
+for each class, the images whose yes/no for it is most confidently wrong)."""
 
 from __future__ import annotations
 
@@ -65,3 +66,41 @@ class EpochExamples:
 
     def wrong_ones(self, count: int) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
         return self.wrong.examples()[:count]
+
+
+class LabelSetExamples:
+    """A multi-label epoch: every probability and multi-hot target, and per class the `wrong` images whose decision
+    for that class (predicted, N x C) was wrong with the largest error |probability - truth|."""
+
+    def __init__(self, num_classes: int, wrong: int):
+        self.num_classes = num_classes
+        self.wrong = [Kept(wrong) for _ in range(num_classes)]
+        self._probs: list[torch.Tensor] = []
+        self._targets: list[torch.Tensor] = []
+
+    def add(self, images: torch.Tensor, targets: torch.Tensor, probs: torch.Tensor, predicted: torch.Tensor) -> None:
+        probs, targets, predicted = probs.detach().float().cpu(), targets.cpu().float(), predicted.cpu().bool()
+        self._probs.append(probs)
+        self._targets.append(targets)
+        error, wrong = (probs - targets).abs(), predicted != targets.bool()
+        for label, kept in enumerate(self.wrong):
+            where = wrong[:, label].nonzero().squeeze(1)
+            kept.offer(images, where, targets[:, label].long(), probs, error[:, label])  # kept as: its truth
+
+    @property
+    def probs(self) -> torch.Tensor:
+        return torch.cat(self._probs) if self._probs else torch.empty(0, self.num_classes)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.cat(self._targets) if self._targets else torch.empty(0, self.num_classes)
+
+    def wrong_ones(self, count: int) -> list[tuple[torch.Tensor, int, bool, torch.Tensor]]:
+        """Up to `count` (image, the class it was wrong about, whether the image has that class, probs), the classes
+        taking turns."""
+        ranked = [
+            [(image, c, bool(truth), probs) for image, truth, probs in kept.examples()]
+            for c, kept in enumerate(self.wrong)
+        ]
+        turns = [kept[i] for i in range(max(map(len, ranked), default=0)) for kept in ranked if i < len(kept)]
+        return turns[:count]

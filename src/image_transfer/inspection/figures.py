@@ -13,6 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassROC
+from torchmetrics.functional.classification import multilabel_average_precision, multilabel_precision_recall_curve
 
 DPI = 100
 CAPTION_INCHES, TITLE_INCHES = 0.4, 0.45  # two lines each
@@ -42,25 +43,38 @@ def roc(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str], title
     return figure
 
 
-def reliability(curves: dict[str, torch.Tensor], labels: torch.Tensor, bins: int, title: str) -> Figure:
-    """Reliability diagram: per bin of top-label confidence, the share of right predictions against the mean
-    confidence, for each set of class probabilities in `curves` ({"before": probs, "after": probs}); a calibrated
-    model lies on the diagonal. Point sizes follow the number of images in the bin."""
+def pr_curves(probs: torch.Tensor, targets: torch.Tensor, class_names: list[str], title: str) -> Figure:
+    """Multi-label: each class's precision-recall curve, with its average precision."""
+    figure = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = figure.subplots()
+    targets = targets.long()
+    precision, recall, _ = multilabel_precision_recall_curve(probs, targets, len(class_names))
+    average = multilabel_average_precision(probs, targets, len(class_names), average=None)
+    for name, p, r, ap in zip(class_names, precision, recall, average.tolist()):
+        ax.plot(r, p, label=f"{name} (AP {ap:.2f})")
+    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+    ax.set_title(f"{title}\nprecision-recall per class")
+    ax.legend(loc="lower left")
+    return figure
+
+
+def reliability(curves: dict[str, tuple[torch.Tensor, torch.Tensor]], bins: int, title: str) -> Figure:
+    """Reliability diagram: per bin of predicted probability, how often the prediction came true against the mean
+    probability, for each of `curves` ({"uncalibrated": (probabilities, outcomes 0/1), ...}); a calibrated model
+    lies on the diagonal. Point sizes follow the number of predictions in the bin."""
     figure = Figure(figsize=(5.5, 5), layout="constrained")
     ax = figure.subplots()
     ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="calibrated")
     edges = torch.linspace(0, 1, bins + 1)
-    for name, probs in curves.items():
-        confidence, predicted = probs.max(dim=1)
-        right = (predicted == labels).float()
-        which = torch.bucketize(confidence, edges[1:-1], right=True)  # (lo, hi] bins, as torchmetrics bins them
-        count = torch.bincount(which, minlength=bins).float()
+    for name, (probability, outcome) in curves.items():
+        which = torch.bucketize(probability, edges[1:-1], right=True)  # (lo, hi] bins, as torchmetrics bins them
+        count = torch.bincount(which, minlength=bins).double()
         shown = count > 0
-        mean_confidence = torch.bincount(which, confidence, minlength=bins)[shown] / count[shown]
-        accuracy = torch.bincount(which, right, minlength=bins)[shown] / count[shown]
-        ax.plot(mean_confidence, accuracy, marker="o", label=name)
-        ax.scatter(mean_confidence, accuracy, s=10 + 200 * count[shown] / count.sum(), alpha=0.3)
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class)", ylabel="accuracy", title=title)
+        mean_probability = torch.bincount(which, probability.double(), minlength=bins)[shown] / count[shown]
+        frequency = torch.bincount(which, outcome.double(), minlength=bins)[shown] / count[shown]
+        ax.plot(mean_probability, frequency, marker="o", label=name)
+        ax.scatter(mean_probability, frequency, s=10 + 200 * count[shown] / count.sum(), alpha=0.3)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency", title=title)
     ax.legend(loc="upper left")
     return figure
 

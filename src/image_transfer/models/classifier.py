@@ -8,24 +8,15 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torchmetrics import (
-    AUROC,
-    Accuracy,
-    CalibrationError,
-    ConfusionMatrix,
-    F1Score,
-    MaxMetric,
-    MetricCollection,
-    Recall,
-)
-from torchmetrics.wrappers import ClasswiseWrapper
+from torchmetrics import ConfusionMatrix, MaxMetric
 from torchvision.transforms import v2
 
 from image_transfer.errors import ConfigError
 from image_transfer.models.backbones import build_backbone
-from image_transfer.models.calibration import BINS, calibrated_log_probs
+from image_transfer.models.calibration import calibrated_log_probs, calibrated_probs, loss_of
 from image_transfer.models.decision import decide
 from image_transfer.models.losses import LOSSES, classification_loss
+from image_transfer.models.metrics import stage_metrics
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 
@@ -39,6 +30,8 @@ class ImageClassifier(L.LightningModule):
     mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
     tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
     loss (cross_entropy | focal, with focal_gamma) and class_weights (one per class) shape training only.
+    multi_label: a sigmoid per class (binary losses, multi-label metrics), for images of several classes at once;
+    its batches carry multi-hot targets (N, C).
     The `temperature` buffer (fitted after training, runs/calibrate.py) and `decision` (models/decision.py) apply
     wherever the model predicts: validation, test, predict and its ONNX export.
     compile=true compiles the backbone in place (nn.Module.compile): checkpoints keep their keys and the finetune
@@ -64,6 +57,7 @@ class ImageClassifier(L.LightningModule):
         focal_gamma: float = 2.0,
         class_weights: list[float] | None = None,
         decision: dict | None = None,
+        multi_label: bool = False,
         tta_flip: bool = False,
         channels_last: bool = True,
         compile: bool = False,
@@ -86,6 +80,10 @@ class ImageClassifier(L.LightningModule):
                 f"model.class_weights={class_weights}: give {num_classes} positive numbers (one per class, in label "
                 "order), or auto (from the training images' class counts)."
             )
+        if multi_label and (mixup_alpha > 0 or cutmix_alpha > 0):
+            raise ConfigError(
+                "model.mixup_alpha / model.cutmix_alpha mix single-label batches; for multi-label data set them to 0."
+            )
         optimizer = _plain(optimizer) or DEFAULT_OPTIMIZER
         decision = _plain(decision)
         scheduler, lr_phase_epochs = _plain(scheduler), list(lr_phase_epochs or [])
@@ -106,31 +104,16 @@ class ImageClassifier(L.LightningModule):
             self.backbone.compile()
 
         names = class_names or [f"class_{i}" for i in range(num_classes)]
-        # Of the predicted labels (the decision rule applied), and of the probabilities.
-        predicted = MetricCollection(
-            {
-                "acc": Accuracy(task="multiclass", num_classes=num_classes),
-                "f1": F1Score(task="multiclass", num_classes=num_classes, average="macro"),
-                "balanced_acc": Recall(task="multiclass", num_classes=num_classes, average="macro"),
-                "recall": ClasswiseWrapper(
-                    Recall(task="multiclass", num_classes=num_classes, average=None), names, prefix="recall_"
-                ),
-            }
-        )
-        auroc = AUROC(task="multiclass", num_classes=num_classes)
-        ece = CalibrationError(task="multiclass", num_classes=num_classes, n_bins=BINS)  # top label, L1
         for stage in ("train", "val", "test"):
-            setattr(self, f"{stage}_metrics", predicted.clone(prefix=f"{stage}/"))
-            # No ECE of training batches: augmented, and mixed by MixUp/CutMix, they are not what is predicted.
-            scored = {"auroc": auroc} if stage == "train" else {"auroc": auroc, "ece": ece}
-            setattr(self, f"{stage}_scores", MetricCollection(scored).clone(prefix=f"{stage}/"))
-        self.confusion = {
-            stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")
-        }
-        self.val_confusion, self.test_confusion = (
-            self.confusion["val"],
-            self.confusion["test"],
-        )  # registered as submodules
+            predicted, scored = stage_metrics(stage, names, multi_label)
+            setattr(self, f"{stage}_metrics", predicted)  # of the predicted classes
+            setattr(self, f"{stage}_scores", scored)  # of the probabilities
+        self.confusion = {}
+        if not multi_label:
+            self.confusion = {
+                stage: ConfusionMatrix(task="multiclass", num_classes=num_classes) for stage in ("val", "test")
+            }
+            self.val_confusion, self.test_confusion = self.confusion["val"], self.confusion["test"]  # submodules
         mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
         mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
         self.mix = v2.RandomChoice(mixers) if mixers else None
@@ -182,35 +165,42 @@ class ImageClassifier(L.LightningModule):
             views = (inputs, inputs.flip(-1)) if self.hparams.tta_flip else (inputs,)
         return torch.stack([self(view).float() for view in views], dim=1)
 
-    def log_probs(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Calibrated class log-probabilities of images or their cached features; with tta_flip, those of the mean
-        probability of the image and its mirror."""
-        return calibrated_log_probs(self.view_logits(inputs), self.temperature)
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities (N, C) of images or their cached features; with tta_flip, the mean of the
+        image's and its mirror's. Multi-label: each class's own."""
+        return calibrated_probs(self.view_logits(inputs), self.temperature, self.hparams.multi_label)
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
-        """Predicted classes under the model's decision rule (the most probable class without one)."""
-        return decide(probs, self.hparams.get("decision"))
+        """Predicted classes under the model's decision rule (the most probable class without one); multi-label:
+        which classes each image has (N, C), bool."""
+        return decide(probs, self.hparams.get("decision"), self.hparams.multi_label)
 
     def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         """The loss, and for callbacks (the pictures) what the model received and gave back: its inputs (after
         MixUp/CutMix; with cached features, the evaluation images they stand for, None in training), their targets
-        (soft when mixed) and the class probabilities."""
+        (soft when mixed; multi-hot for multi-label data), the class probabilities and the predicted classes."""
         images, labels = batch[:2]
         targets = labels
         if stage == "train":
             if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
                 images, targets = self.mix(images.float(), labels)
                 labels = targets.argmax(dim=1)
-            logits = self(images)
-            hp = self.hparams
-            loss = classification_loss(logits, targets, hp.loss, self.class_weight, hp.label_smoothing, hp.focal_gamma)
-            probs = logits.detach().float().softmax(dim=1)
-        else:
-            log_probs = self.log_probs(images)
+            logits, hp = self(images), self.hparams
+            loss = classification_loss(
+                logits, targets, hp.loss, self.class_weight, hp.label_smoothing, hp.focal_gamma, hp.multi_label
+            )
+            probs = logits.detach().float()
+            probs = probs.sigmoid() if hp.multi_label else probs.softmax(dim=1)
+        elif self.hparams.multi_label:
+            probs = self.probabilities(images)
+            loss = loss_of(probs, labels)
+        else:  # in log space, as trained
+            log_probs = calibrated_log_probs(self.view_logits(images), self.temperature)
             loss = F.nll_loss(log_probs, labels)
             probs = log_probs.exp()
         predicted = self.decide(probs)
-        getattr(self, f"{stage}_metrics").update(predicted, labels)
+        labels = labels.long()  # multi-label: multi-hot (N, C), as the metrics take them
+        getattr(self, f"{stage}_metrics").update(predicted.long(), labels)
         getattr(self, f"{stage}_scores").update(probs, labels)
         if stage == "test":
             self.test_probabilities.append(probs.cpu())
@@ -227,7 +217,7 @@ class ImageClassifier(L.LightningModule):
             sync_dist=True,
         )
         shown = batch[2] if len(batch) > 2 else images if images.ndim == 4 else None
-        return {"loss": loss, "inputs": shown, "targets": targets.detach(), "probs": probs}
+        return {"loss": loss, "inputs": shown, "targets": targets.detach(), "probs": probs, "predicted": predicted}
 
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train")
@@ -239,7 +229,7 @@ class ImageClassifier(L.LightningModule):
         return self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx):
-        return self.log_probs(batch[0]).exp()
+        return self.probabilities(batch[0])
 
     # ---- epoch ends ----------------------------------------------------------------------------
     def on_train_epoch_end(self):

@@ -4,7 +4,9 @@ cost). Kept in the checkpoint's hyper-parameters as a plain dict, and in an expo
 
     {"positive": 1, "positive_class": "emergency", "threshold": 0.21, "rule": "recall>=0.98"}
 
-Without one (or with more classes), a model predicts the most probable class."""
+Without one (or with more classes), a model predicts the most probable class. A multi-label model predicts every
+class whose probability reaches that class's threshold: {"thresholds": [0.4, 0.62, ...], "rule": "f1"} (0.5 each
+without one), picked class by class in the same ways."""
 
 from __future__ import annotations
 
@@ -29,17 +31,18 @@ def positive_index(positive: str | None, class_names: list[str]) -> int:
     return class_names.index(str(positive))
 
 
-def check_settings(settings, class_names: list[str]) -> None:
+def check_settings(settings, class_names: list[str], multi_label: bool = False) -> None:
     """Refuse, before training, a decision config that cannot be applied."""
     threshold, pick = settings.get("threshold"), settings.get("pick")
     if threshold is None and pick is None:
         return
-    if len(class_names) != 2:
+    if len(class_names) != 2 and not multi_label:
         raise ConfigError(
             f"decision.threshold/decision.pick apply to two classes; these data have {len(class_names)} "
             f"({class_names}): drop them (the most probable class is predicted)."
         )
-    positive_index(settings.get("positive"), class_names)
+    if not multi_label:
+        positive_index(settings.get("positive"), class_names)
     if threshold is not None and pick is not None:
         raise ConfigError("decision.threshold and decision.pick are both set: give a threshold or a way to pick one.")
     if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
@@ -52,11 +55,13 @@ def check_settings(settings, class_names: list[str]) -> None:
         raise ConfigError(f"decision.cost_ratio={settings.get('cost_ratio')}: use a positive number.")
 
 
-def with_threshold(decision: dict | None, threshold, class_names: list[str]) -> dict | None:
-    """A model's rule with `threshold=P` (eval, predict, export) in place of its own threshold; null keeps it."""
+def with_threshold(decision: dict | None, threshold, class_names: list[str], multi_label: bool = False) -> dict | None:
+    """A model's rule with `threshold=P` (eval, predict, export) in place of its own threshold(s); null keeps it."""
     if threshold is None:
         return decision
-    if len(class_names) != 2 or not 0.0 <= float(threshold) <= 1.0:
+    if multi_label and 0.0 <= float(threshold) <= 1.0:
+        return {"thresholds": [float(threshold)] * len(class_names), "rule": "given"}
+    if (len(class_names) != 2 and not multi_label) or not 0.0 <= float(threshold) <= 1.0:
         raise ConfigError(
             f"threshold={threshold}: a probability in [0, 1] for a two-class model (this one has {len(class_names)})."
         )
@@ -66,8 +71,12 @@ def with_threshold(decision: dict | None, threshold, class_names: list[str]) -> 
     }
 
 
-def decide(probs: torch.Tensor, decision: dict | None) -> torch.Tensor:
-    """Predicted class indices (N,) of class probabilities (N, C) under `decision` (None: the most probable)."""
+def decide(probs: torch.Tensor, decision: dict | None, multi_label: bool = False) -> torch.Tensor:
+    """Predicted class indices (N,) of class probabilities (N, C) under `decision` (None: the most probable); for a
+    multi-label model, which classes each image has (N, C), bool."""
+    if multi_label:
+        thresholds = (decision or {}).get("thresholds") or [0.5] * probs.shape[1]
+        return probs >= torch.tensor(thresholds, dtype=probs.dtype, device=probs.device)
     if not decision or decision.get("threshold") is None:
         return probs.argmax(dim=1)
     positive = int(decision["positive"])
@@ -87,8 +96,9 @@ def counts(predicted: torch.Tensor, labels: torch.Tensor, positive: int) -> dict
 def pick_threshold(scores: torch.Tensor, is_positive: torch.Tensor, settings) -> tuple[float, str]:
     """(threshold, rule) for the positive-class probabilities `scores` of images whose truth is `is_positive`.
     Candidates are the scores themselves (predict positive when score >= threshold), scanned with torchmetrics'
-    ROC. recall (precision): among thresholds reaching decision.at_least, the one with the best precision (recall),
-    the highest on ties; f1: the best F1; cost: the fewest false alarms + cost_ratio x misses."""
+    ROC; the threshold returned lies halfway between the chosen score and the next lower one. recall (precision):
+    among thresholds reaching decision.at_least, the one with the best precision (recall), the highest on ties; f1:
+    the best F1; cost: the fewest false alarms + cost_ratio x misses."""
     pick = settings.pick
     fpr, tpr, thresholds = binary_roc(scores.float(), is_positive.long())
     positives, negatives = int(is_positive.sum()), int((~is_positive.bool()).sum())
@@ -109,4 +119,6 @@ def pick_threshold(scores: torch.Tensor, is_positive: torch.Tensor, settings) ->
     else:
         ratio = float(settings.cost_ratio)
         chosen, rule = (fp + ratio * fn).argmin(), f"least cost (a miss costs {ratio:g} false alarms)"
-    return float(thresholds[chosen].clamp(max=1.0)), rule
+    # Halfway to the next lower score: the same decisions on these images, and no image of them sits on the threshold.
+    lower = thresholds[chosen + 1] if chosen + 1 < len(thresholds) else torch.zeros(())
+    return float((thresholds[chosen].clamp(max=1.0) + lower) / 2), rule

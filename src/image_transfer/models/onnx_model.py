@@ -37,7 +37,7 @@ class Predictions(nn.Module):
         self.classifier = classifier.eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = self.classifier.log_probs(images).exp()
+        probs = self.classifier.probabilities(images)
         return probs, self.classifier.decide(probs)
 
 
@@ -68,6 +68,7 @@ def export_onnx(
         "image_size": str(size),
         "num_classes": str(model.hparams.num_classes),
         "tta_flip": str(bool(model.hparams.tta_flip)).lower(),
+        "multi_label": str(bool(model.hparams.multi_label)).lower(),
         "backbone": model.hparams.backbone,
         "class_names": json.dumps(class_names or []),
         "decision": json.dumps(model.hparams.get("decision")),
@@ -96,7 +97,7 @@ def check_parity(model: ImageClassifier, session: OnnxClassifier, images: torch.
     if difference > TOLERANCE:
         raise RuntimeError(f"the exported graph differs from PyTorch by {difference:.2e} (> {TOLERANCE}): not written")
     # The graph's classes are its own probabilities' under the rule (PyTorch's may differ within TOLERANCE of it).
-    decided = decide(torch.from_numpy(probs), model.hparams.get("decision")).numpy()
+    decided = decide(torch.from_numpy(probs), model.hparams.get("decision"), model.hparams.multi_label).numpy()
     if (decided != predicted).any():
         raise RuntimeError("the exported graph's predicted classes differ from its decision rule: not written")
     return difference
@@ -116,6 +117,7 @@ class OnnxClassifier:
         self.class_names = json.loads(self.metadata.get("class_names") or "[]")
         self.data_settings = json.loads(self.metadata.get("data_settings") or "{}") or None
         self.decision = json.loads(self.metadata.get("decision") or "null")  # null in files exported before rules
+        self.multi_label = self.metadata.get("multi_label") == "true"
 
     @classmethod
     def load(cls, path: Path) -> OnnxClassifier:

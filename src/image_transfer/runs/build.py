@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from image_transfer.callbacks.sigterm import StopTogetherOnSigterm
 from image_transfer.runs.checkpoints import AtomicCheckpointIO
+from image_transfer.runs.imbalance import class_weights
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 def seed_run(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None:  # 0 is a seed too
         L.seed_everything(cfg.seed, workers=True)
+
+
+def build_model(cfg: DictConfig, datamodule):
+    """The configured model for the datamodule's data: single- or multi-label, class weights from its training
+    images where model.class_weights=auto."""
+    multi_label, classes = datamodule.multi_label, datamodule.train_table.classes()
+    weights = class_weights(cfg, classes, len(datamodule.class_names), multi_label)
+    return instantiate(cfg.model, multi_label=multi_label, **weights)
 
 
 def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **overrides) -> L.Trainer:

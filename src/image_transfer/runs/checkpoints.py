@@ -84,7 +84,11 @@ def load_classifier(path: str, cfg: DictConfig) -> ImageClassifier:
         model.hparams.class_names = _configured_class_names(model, cfg, ckpt)
     if cfg.get("tta_flip") is not None:
         model.hparams.tta_flip = bool(cfg.tta_flip)
-    model.hparams.decision = with_threshold(model.hparams.get("decision"), cfg.get("threshold"), class_names_of(model))
+    rule, multi_label = model.hparams.get("decision"), model.hparams.multi_label
+    if cfg.get("calibrated") is False:  # a threshold picked on calibrated probabilities means nothing without them
+        model.temperature.fill_(1.0)
+        rule = None
+    model.hparams.decision = with_threshold(rule, cfg.get("threshold"), class_names_of(model), multi_label)
     return model
 
 
@@ -120,7 +124,11 @@ def load_onnx(path: str, cfg: DictConfig) -> OnnxClassifier:
             f"tta_flip={cfg.tta_flip}: {file} was exported with tta_flip={str(model.tta_flip).lower()} inside its "
             "graph; export the checkpoint again with the tta_flip you want."
         )
-    model.decision = with_threshold(model.decision, cfg.get("threshold"), model.class_names)
+    if cfg.get("calibrated") is False:
+        raise UserError(
+            f"calibrated=false: {file} has its temperature inside its graph; use the checkpoint it was exported from."
+        )
+    model.decision = with_threshold(model.decision, cfg.get("threshold"), model.class_names, model.multi_label)
     return model
 
 
@@ -130,6 +138,10 @@ def class_names_of(model: ImageClassifier | OnnxClassifier) -> list[str]:
 
 def decision_of(model: ImageClassifier | OnnxClassifier) -> dict | None:
     return model.decision if isinstance(model, OnnxClassifier) else model.hparams.get("decision")
+
+
+def is_multi_label(model: ImageClassifier | OnnxClassifier) -> bool:
+    return model.multi_label if isinstance(model, OnnxClassifier) else model.hparams.multi_label
 
 
 def input_size(model: ImageClassifier | OnnxClassifier) -> int:

@@ -14,13 +14,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from image_transfer.data.audit import duplicate_summary
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_json
-from image_transfer.runs.build import build_tester, build_trainer, seed_run
+from image_transfer.runs.build import build_model, build_tester, build_trainer, seed_run
 from image_transfer.runs.calibrate import calibrate, check_calibration, tested_decision
 from image_transfer.runs.class_names import write_class_names
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.feature_mode import feature_views
 from image_transfer.runs.hparams import record_session
-from image_transfer.runs.imbalance import class_weights, warn_if_imbalanced
+from image_transfer.runs.imbalance import warn_if_imbalanced
 from image_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
 from image_transfer.runs.ranks import is_rank_zero
 from image_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
@@ -78,12 +78,13 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     if not datamodule.validates:
         log.info("data.val_fraction=0: training on all %d images, without validation", len(datamodule.table))
         cfg = without_validation(cfg)
-    check_calibration(cfg, datamodule.class_names, datamodule.validates)
-    training_labels = datamodule.train_table.labels
-    warn_if_imbalanced(training_labels, datamodule.class_names)
+    multi_label, class_names = datamodule.multi_label, datamodule.class_names
+    check_calibration(cfg, class_names, datamodule.validates, multi_label)
+    training_classes = datamodule.train_table.classes()
+    warn_if_imbalanced(training_classes, class_names)
     # The brief audit: copies shared with validation would inflate its scores (the split keeps them together).
     duplicates = duplicate_summary(datamodule.table.classes(), datamodule.content_hashes(datamodule.table))
-    model = instantiate(cfg.model, **class_weights(cfg, training_labels, len(datamodule.class_names)))
+    model = build_model(cfg, datamodule)
     datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(
         cfg,

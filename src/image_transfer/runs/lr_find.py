@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from image_transfer.errors import ConfigError, UserError
 from image_transfer.files import write_atomically, write_json
-from image_transfer.runs.build import build_loggers, seed_run
+from image_transfer.runs.build import build_loggers, build_model, seed_run
 from image_transfer.runs.fitting import refuse_meaningless
 from image_transfer.runs.ranks import is_rank_zero
 from image_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
@@ -95,7 +95,7 @@ def find_lr(cfg: DictConfig) -> dict:
     datamodule = instantiate(cfg.data, **({"fold": 0} if folds else {}))
     datamodule.check_split()
     datamodule.setup("fit")
-    model = instantiate(cfg.model)
+    model = build_model(cfg, datamodule)
     instantiate(cfg.finetune.callback).apply(model, epoch=0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
