@@ -223,3 +223,27 @@ def test_a_balanced_run_with_class_weights_and_focal_loss_resumes_exactly(made_u
     resumed = train(compose_config("train", tmp_path / "c", run + [f"ckpt_path={last}"]))
     for key in ("val/loss", "train/loss", "val/balanced_acc", "val/recall_emergency"):  # test/*: see test_resume
         assert resumed[key] == pytest.approx(uninterrupted[key], abs=1e-6), key
+
+
+def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(made_up_data, tmp_path):
+    overrides = [
+        *RUN,
+        f"data.root={made_up_data.root}",
+        "data.folds=3",
+        "decision.pick=recall",
+        "decision.at_least=0.8",
+    ]
+    metrics = train(compose_config("train", tmp_path, overrides))
+    threshold = metrics["decision/threshold"]
+    assert metrics["decision/oof_recall"] >= 0.8 and "calibration/oof_ece" in metrics
+    assert metrics["calibration/ece_after"] <= metrics["calibration/ece_before"] + 0.05  # each fold's own, averaged
+    for checkpoint in metrics["fold_ckpts"]:
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        assert saved["hyper_parameters"]["decision"]["threshold"] == threshold
+    rows = read_csv(tmp_path / "oof_predictions.csv")
+    assert len(rows) == 160 and {r["fold"] for r in rows} == {"0", "1", "2"}
+    assert all((float(r["prob_emergency"]) >= threshold) == (r["emergency_or_not"] == "emergency") for r in rows)
+    recall = sum(r["emergency_or_not"] == "emergency" == r["true_emergency_or_not"] for r in rows)
+    assert recall / sum(r["true_emergency_or_not"] == "emergency" for r in rows) == pytest.approx(
+        metrics["decision/oof_recall"]
+    )

@@ -83,6 +83,13 @@ def calibrate(cfg: DictConfig, model: ImageClassifier, trainer: L.Trainer, datam
     return metrics | {f"decision/{k}": v for k, v in (decision or {}).items() if k != "positive"}
 
 
+def store_decision(path: str, decision: dict | None) -> None:
+    """`decision` in place of a checkpoint's own (written atomically)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state["hyper_parameters"]["decision"] = decision
+    AtomicCheckpointIO().save_checkpoint(state, path)
+
+
 def fitted_temperature(cfg: DictConfig, view_logits, labels, trainer, multi_label: bool) -> tuple:
     """(temperature, its metrics) per calibration.method, with the reliability diagram."""
     method = (cfg.get("calibration") or {}).get("method", "none")

@@ -1,5 +1,7 @@
 """K-fold cross-validation: one fit per fold in <run dir>/fold_<i>, the mean and spread over folds, and the
-out-of-fold predictions (every labelled image predicted once, by the model that never trained on it)."""
+out-of-fold predictions (every labelled image predicted once, by the model that never trained on it). Each fold's
+temperature is fitted on its own held-out fold; a decision threshold to be picked (decision.pick) is picked once, on
+all the out-of-fold predictions, and written into every fold's best.ckpt (so an ensemble of them applies it too)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_csv, write_json
+from image_transfer.models.calibration import calibration_scores
+from image_transfer.models.decision import counts, decide
 from image_transfer.runs.build import build_loggers
+from image_transfer.runs.calibrate import decision_rule, store_decision
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.fitting import fit, refuse_meaningless
 from image_transfer.runs.hparams import record_session
@@ -36,7 +43,14 @@ def cross_validate(cfg: DictConfig) -> dict:
     if cfg.get("resume"):
         require_same_config(output_dir / CONFIG_FILE, cfg)
     refuse_meaningless(cfg)
-    instantiate(cfg.data, fold=0).check_folds()
+    datamodule = instantiate(cfg.data, fold=0)
+    datamodule.check_folds()
+    pick = (cfg.get("decision") or {}).get("pick")
+    if pick and datamodule.has_own_test_set:
+        raise ConfigError(
+            f"decision.pick={pick} with data.folds picks on the out-of-fold predictions, which the folds make by "
+            "testing on their held-out fold: drop data.test_csv (evaluate the fold models on it afterwards)."
+        )
     if is_rank_zero():
         write_atomically(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         write_json(output_dir / ENVIRONMENT_FILE, environment())
@@ -54,12 +68,16 @@ def cross_validate(cfg: DictConfig) -> dict:
             fold_cfg.paths.output_dir = str(fold_dir)
             if restart:
                 fold_cfg.resume = None  # this fold had not finished an epoch: start it again
+            if pick:
+                fold_cfg.decision.pick = None  # picked below, on every fold's held-out images together
         log.info("fold %d of %d: %s", fold + 1, cfg.data.folds, fold_dir)
         results.append(fit(fold_cfg, restart=restart))
     if not is_rank_zero():
         return {}  # under DDP rank 0 summarises
     pool_fold_predictions(output_dir, cfg.data.folds)
     metrics = summarise_folds(results)
+    if pick:
+        metrics |= pick_on_out_of_fold(cfg, datamodule, output_dir / OUT_OF_FOLD_FILE, metrics["fold_ckpts"])
     record_session(build_loggers(cfg), cfg, metrics, step=0, fold="mean")
     metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
     write_metrics(output_dir, metrics)
@@ -93,3 +111,41 @@ def pool_fold_predictions(output_dir: Path, folds: int) -> None:
             header = next(reader) + ["fold"]
             rows += [row + [fold] for row in reader]
     write_csv(Path(output_dir) / OUT_OF_FOLD_FILE, header, rows)
+
+
+def pick_on_out_of_fold(cfg: DictConfig, datamodule, path: Path, checkpoints: list[str]) -> dict:
+    """The decision rule picked on the pooled out-of-fold predictions (calibrated, each by its fold's temperature),
+    written into every fold's best.ckpt and applied to the file's predicted labels; with its out-of-fold precision
+    and recall (two classes)."""
+    class_names, multi_label = datamodule.class_names, datamodule.multi_label
+    label_column, delimiter = datamodule.label_column, datamodule.label_delimiter
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    probs = torch.tensor([[float(row[f"prob_{c}"]) for c in class_names] for row in rows])
+    truth = [row[f"true_{label_column}"] for row in rows]
+    if multi_label:
+        labels = torch.tensor([[c in value.split(delimiter) for c in class_names] for value in truth]).float()
+    else:
+        labels = torch.tensor([class_names.index(value) for value in truth])
+    decision = decision_rule(cfg.decision, probs, labels, class_names, multi_label)
+    for checkpoint in checkpoints:
+        store_decision(checkpoint, decision)
+    predicted = decide(probs, decision, multi_label)
+    for row, p in zip(rows, predicted):
+        row[label_column] = delimiter.join(c for c, on in zip(class_names, p) if on) if multi_label else class_names[p]
+    write_csv(path, list(rows[0]), [list(row.values()) for row in rows])
+    metrics = {f"decision/{k}": v for k, v in decision.items() if k != "positive"} | {"decision/picked_on": str(path)}
+    if not multi_label:
+        shown = counts(predicted, labels, decision["positive"])
+        metrics |= {f"decision/oof_{k}": v for k, v in shown.items()}
+        log.info(
+            "decision, picked on %d out-of-fold predictions: %s when its probability >= %.4f (%s): precision %.3f, "
+            "recall %.3f; written into every fold's best.ckpt",
+            len(rows),
+            decision["positive_class"],
+            decision["threshold"],
+            decision["rule"],
+            shown["precision"],
+            shown["recall"],
+        )
+    return metrics | {f"calibration/oof_{k}": v for k, v in calibration_scores(probs, labels).items()}
