@@ -34,6 +34,7 @@ def summary_rows(cfg: DictConfig, metrics: dict | None, note: str | None = None)
     elif metrics.get("best_ckpt"):
         rows.append(("best checkpoint", metrics["best_ckpt"]))
     rows += [(name, value) for name, value in _shown(metrics)]
+    rows += _decision_rows(metrics)
     rows += _lr_find_rows(cfg, run_dir)
     if _tensorboard(cfg):
         rows.append(("tensorboard", f"tensorboard --logdir {run_dir}"))
@@ -69,6 +70,35 @@ def _shown(metrics: dict) -> list[tuple[str, str]]:
             spread = metrics.get(f"{name}_std")
             shown.append((name, f"{value:.4g}" + (f" ± {spread:.2g}" if spread is not None else "")))
     return shown
+
+
+def _decision_rows(metrics: dict) -> list[tuple[str, str]]:
+    """The calibration and the decision rule, in words."""
+    rows = []
+    if "calibration/ece_after" in metrics:
+        t = metrics["calibration/temperature"]
+        temperature = f"{t:.3g}" if isinstance(t, float) else ", ".join(f"{v:.3g}" for v in t)
+        rows.append(
+            (
+                "calibration",
+                f"temperature {temperature}: ECE {metrics['calibration/ece_before']:.4f} -> "
+                f"{metrics['calibration/ece_after']:.4f}, NLL {metrics['calibration/nll_before']:.4f} -> "
+                f"{metrics['calibration/nll_after']:.4f} ({metrics['calibration/images']:.0f} validation images)",
+            )
+        )
+    if "decision/threshold" in metrics:
+        m = metrics
+        rule = f"{m['decision/positive_class']} when p >= {m['decision/threshold']:.4g} ({m['decision/rule']})"
+        shown = [
+            f"{name} precision {m[f'decision/{w}_precision']:.3f} recall {m[f'decision/{w}_recall']:.3f}"
+            for w, name in (("oof", "out-of-fold"), ("val", "validation"), ("test", "test"))
+            if f"decision/{w}_recall" in m
+        ]
+        rows.append(("decision", ": ".join([rule, ", ".join(shown)]) if shown else rule))
+    elif "decision/thresholds" in metrics:
+        thresholds = ", ".join(f"{t:.3g}" for t in metrics["decision/thresholds"])
+        rows.append(("decision", f"per-class thresholds {thresholds} ({metrics['decision/rule']})"))
+    return rows
 
 
 def _lr_find_rows(cfg: DictConfig, run_dir: Path) -> list[tuple[str, str]]:

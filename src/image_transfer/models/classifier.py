@@ -18,6 +18,7 @@ from image_transfer.models.decision import decide
 from image_transfer.models.losses import LOSSES, classification_loss
 from image_transfer.models.metrics import stage_metrics
 
+PROGRESS_METRICS = ("acc", "balanced_acc", "f1", "map", "auroc", "ece")
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 
 
@@ -253,7 +254,10 @@ class ImageClassifier(L.LightningModule):
             metrics = getattr(self, f"{stage}_{kind}")
             values |= metrics.compute()
             metrics.reset()
-        self.log_dict(values, prog_bar=stage == "val", sync_dist=True)  # torchmetrics synced them: equal on all ranks
+        for name, value in values.items():  # torchmetrics synced them: equal on all ranks
+            # On the progress bar the headline ones; every class's own only in the logs and metrics.json.
+            headline = stage == "val" and name.rsplit("/", 1)[1] in PROGRESS_METRICS
+            self.log(name, value, prog_bar=headline, sync_dist=True)
         if stage in self.confusion:
             matrix = self.confusion[stage].compute().tolist()
             self.confusion[stage].reset()
