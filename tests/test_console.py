@@ -108,6 +108,20 @@ def test_summary_of_cross_validation_and_of_a_stopped_run(tmp_path):
     assert stopped["next"] == "Continue it with: ... resume=X" and "best checkpoint" not in stopped
 
 
+def test_summary_says_the_calibration_and_the_decision_in_words(tmp_path):
+    cfg = compose_config("train", tmp_path)
+    metrics = {"calibration/temperature": 0.53, "calibration/images": 140}
+    metrics |= {f"calibration/{k}_{w}": v for k, w, v in [("ece", "before", 0.07), ("ece", "after", 0.02)]}
+    metrics |= {f"calibration/nll_{w}": v for w, v in [("before", 0.14), ("after", 0.1)]}
+    metrics |= {"decision/positive_class": "emergency", "decision/threshold": 0.153, "decision/rule": "recall>=0.98"}
+    metrics |= {"decision/val_precision": 0.905, "decision/val_recall": 0.983}
+    rows = dict(summary_rows(cfg, metrics))
+    assert rows["calibration"] == "temperature 0.53: ECE 0.0700 -> 0.0200, NLL 0.1400 -> 0.1000 (140 validation images)"
+    assert rows["decision"] == "emergency when p >= 0.153 (recall>=0.98): validation precision 0.905 recall 0.983"
+    rows = dict(summary_rows(cfg, {"decision/thresholds": [0.4, 0.55], "decision/rule": "best f1"}))
+    assert rows["decision"] == "per-class thresholds 0.4, 0.55 (best f1)" and "calibration" not in rows
+
+
 def test_model_summary_counts_what_the_frozen_phase_trains(data, tmp_path, caplog):
     summary_log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
     summary_log.addHandler(caplog.handler)  # Lightning's logger may not propagate to the root logger

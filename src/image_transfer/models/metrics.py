@@ -50,4 +50,7 @@ def stage_metrics(stage: str, class_names: list[str], multi_label: bool) -> tupl
         ece = CalibrationError(**task, n_bins=BINS)  # the top label, L1
     if stage != "train":
         scored["ece"] = ece
-    return MetricCollection(predicted, prefix=f"{stage}/"), MetricCollection(scored, prefix=f"{stage}/")
+    # No compute groups: a ClasswiseWrapper's inner metric, given a shared state without its update, warns at every
+    # epoch that it was computed before an update (its values are right either way).
+    predicted = MetricCollection(predicted, prefix=f"{stage}/", compute_groups=False)
+    return predicted, MetricCollection(scored, prefix=f"{stage}/")
