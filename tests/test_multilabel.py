@@ -13,6 +13,7 @@ import torch
 from image_transfer.eval import evaluate
 from image_transfer.export import export
 from image_transfer.predict import predict
+from image_transfer.sweeps.objective import direction, logged_metrics
 from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.files import read_csv
@@ -45,7 +46,7 @@ def test_a_multilabel_csv_trains_and_every_path_predicts_the_same_label_sets(tra
     thresholds = metrics["decision/thresholds"]
     assert len(thresholds) == len(CLASSES) and metrics["decision/rule"] == "best f1"
     assert {"val/map", "val/exact_match", "test/f1", "val/ece", "calibration/nll_after"} <= metrics.keys()
-    assert {f"test/f1_{c}" for c in CLASSES} <= metrics.keys()
+    assert {f"test/f1_{c}" for c in CLASSES} | logged_metrics(multi_label=True) <= metrics.keys()
     assert metrics["calibration/nll_after"] <= metrics["calibration/nll_before"] + 1e-6
     plots = {p.name for p in (run_dir / "plots").glob("*.png")}
     assert {"pr_curves.png", "test_pr_curves.png", "reliability.png", "misclassified_last.png"} <= plots
@@ -67,6 +68,10 @@ def test_a_multilabel_csv_trains_and_every_path_predicts_the_same_label_sets(tra
     assert [r["tags"] for r in from_onnx] == [r["tags"] for r in from_ckpt]
     for a, b in zip(from_onnx, from_ckpt):
         assert all(abs(float(a[f"prob_{c}"]) - float(b[f"prob_{c}"])) < 1e-4 for c in CLASSES)
+
+
+def test_a_sweep_minimises_the_calibration_error_and_maximises_mean_average_precision():
+    assert direction("val/ece") == "minimize" and direction("val/map") == "maximize"
 
 
 def test_the_01_column_form_trains_too(tmp_path):

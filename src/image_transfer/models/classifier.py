@@ -16,9 +16,8 @@ from image_transfer.models.backbones import build_backbone
 from image_transfer.models.calibration import calibrated_log_probs, calibrated_probs, loss_of
 from image_transfer.models.decision import decide
 from image_transfer.models.losses import LOSSES, classification_loss
-from image_transfer.models.metrics import stage_metrics
+from image_transfer.models.metrics import MULTI_LABEL, SINGLE_LABEL, stage_metrics
 
-PROGRESS_METRICS = ("acc", "balanced_acc", "f1", "map", "auroc", "ece")
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 
 
@@ -256,7 +255,7 @@ class ImageClassifier(L.LightningModule):
             metrics.reset()
         for name, value in values.items():  # torchmetrics synced them: equal on all ranks
             # On the progress bar the headline ones; every class's own only in the logs and metrics.json.
-            headline = stage == "val" and name.rsplit("/", 1)[1] in PROGRESS_METRICS
+            headline = stage == "val" and name.rsplit("/", 1)[1] in SINGLE_LABEL + MULTI_LABEL
             self.log(name, value, prog_bar=headline, sync_dist=True)
         if stage in self.confusion:
             matrix = self.confusion[stage].compute().tolist()

@@ -24,6 +24,12 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from image_transfer.models.calibration import BINS
 
+# The headline metrics of each stage by name (every class's own, recall_<class> / f1_<class>, besides), and those
+# where lower is better: what a sweep may optimise (sweeps/objective.py) and the progress bar shows.
+SINGLE_LABEL = ("acc", "f1", "balanced_acc", "auroc", "ece")
+MULTI_LABEL = ("acc", "exact_match", "f1", "map", "auroc", "ece")
+LOWER_IS_BETTER = ("loss", "ece")
+
 
 def stage_metrics(stage: str, class_names: list[str], multi_label: bool) -> tuple[MetricCollection, MetricCollection]:
     """(metrics of the predicted classes, metrics of the probabilities), prefixed `<stage>/`."""

@@ -8,19 +8,25 @@ import math
 from omegaconf import DictConfig
 
 from image_transfer.errors import ConfigError
+from image_transfer.models.metrics import LOWER_IS_BETTER, MULTI_LABEL, SINGLE_LABEL
 from image_transfer.runs.failures import in_multirun
 
-# What ImageClassifier logs per stage (its MetricCollection and loss), plus the best validation accuracy so far.
-# test/* only when the run tests (test=true). tests/test_optuna_search.py checks this set against a real run.
-STAGE_METRICS = ("loss", "acc", "f1", "auroc")
-LOGGED_METRICS = frozenset(
-    [f"{stage}/{name}" for stage in ("train", "val", "test") for name in STAGE_METRICS] + ["val/acc_best"]
-)
+
+def logged_metrics(multi_label: bool) -> frozenset[str]:
+    """What ImageClassifier logs per stage (models/metrics.py, and its loss), plus the best validation accuracy so
+    far; test/* only when the run tests (test=true), no ece in training. Checked against real runs by
+    tests/test_optuna_search.py and tests/test_multilabel.py."""
+    names = ("loss", *(MULTI_LABEL if multi_label else SINGLE_LABEL))
+    logged = [f"{stage}/{name}" for stage in ("train", "val", "test") for name in names]
+    return frozenset(logged + ["val/acc_best"]) - {"train/ece"}
+
+
+LOGGED_METRICS = logged_metrics(False) | logged_metrics(True)
 
 
 def direction(metric: str) -> str:
-    """Losses are minimised, every other logged metric (accuracy, F1, AUROC) maximised."""
-    return "minimize" if metric.endswith("/loss") else "maximize"
+    """Losses and the calibration error are minimised, every other logged metric (accuracy, F1, AUROC) maximised."""
+    return "minimize" if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "maximize"
 
 
 def check_objective(cfg: DictConfig) -> None:
