@@ -212,9 +212,10 @@ def test_picking_a_threshold_without_validation_is_refused_before_training(made_
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_a_balanced_run_with_class_weights_and_focal_loss_resumes_exactly(made_up_data, tmp_path):
+def test_a_balanced_run_with_class_weights_focal_loss_and_best_balanced_accuracy_resumes_exactly(made_up_data, tmp_path):
     run = [*RUN, f"data.root={made_up_data.root}", "trainer.max_epochs=3", "data.sampler=balanced"]
     run += ["model.class_weights=auto", "model.loss=focal"]
+    run += ["callbacks.model_checkpoint.monitor=val/balanced_acc", "callbacks.model_checkpoint.mode=max"]
     uninterrupted = train(compose_config("train", tmp_path / "a", run))
     crash = ["+callbacks.stop._target_=tests.test_resume.StopAtEpoch", "+callbacks.stop.epoch=2"]
     with pytest.raises(RuntimeError, match="simulated crash"):
