@@ -61,6 +61,8 @@ def calibrate(cfg: DictConfig, model: ImageClassifier, trainer: L.Trainer, datam
         view_logits, labels = validation_logits(model, datamodule, trainer)
         temperature, metrics = fitted_temperature(cfg, view_logits, labels, trainer, multi_label)
         probs = calibrated_probs(view_logits, temperature, multi_label)
+    else:
+        log.info("not calibrated: no validation images to fit a temperature on (data.val_fraction=0)")
     decision = decision_rule(settings, probs, labels, class_names, multi_label)
     if decision and probs is not None and not multi_label:
         shown = counts(decide(probs, decision), labels, decision["positive"])
