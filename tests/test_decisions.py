@@ -4,6 +4,7 @@ temperature and threshold travel from the checkpoint to eval, predict and the ON
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from collections import Counter
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from image_transfer import PROJECT_ROOT
 from image_transfer.data.dataset import SeededEpochSampler, balancing_weights
 from image_transfer.errors import ConfigError
 from image_transfer.eval import evaluate
@@ -212,7 +214,9 @@ def test_picking_a_threshold_without_validation_is_refused_before_training(made_
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_a_balanced_run_with_class_weights_focal_loss_and_best_balanced_accuracy_resumes_exactly(made_up_data, tmp_path):
+def test_a_balanced_run_with_class_weights_focal_loss_and_best_balanced_accuracy_resumes_exactly(
+    made_up_data, tmp_path
+):
     run = [*RUN, f"data.root={made_up_data.root}", "trainer.max_epochs=3", "data.sampler=balanced"]
     run += ["model.class_weights=auto", "model.loss=focal"]
     run += ["callbacks.model_checkpoint.monitor=val/balanced_acc", "callbacks.model_checkpoint.mode=max"]
@@ -226,15 +230,15 @@ def test_a_balanced_run_with_class_weights_focal_loss_and_best_balanced_accuracy
         assert resumed[key] == pytest.approx(uninterrupted[key], abs=1e-6), key
 
 
-def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(made_up_data, tmp_path):
-    overrides = [
-        *RUN,
-        f"data.root={made_up_data.root}",
-        "data.folds=3",
-        "decision.pick=recall",
-        "decision.at_least=0.8",
-    ]
-    metrics = train(compose_config("train", tmp_path, overrides))
+@pytest.fixture(scope="module")
+def cross_validated(made_up_data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("cross_validated")
+    overrides = [*RUN, f"data.root={made_up_data.root}", "data.folds=3", "decision.pick=recall"]
+    return run_dir, train(compose_config("train", run_dir, overrides + ["decision.at_least=0.8"]))
+
+
+def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(cross_validated):
+    tmp_path, metrics = cross_validated
     threshold = metrics["decision/threshold"]
     assert metrics["decision/oof_recall"] >= 0.8 and "calibration/oof_ece" in metrics
     assert metrics["calibration/ece_after"] <= metrics["calibration/ece_before"] + 0.05  # each fold's own, averaged
@@ -248,3 +252,17 @@ def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(mad
     assert recall / sum(r["true_emergency_or_not"] == "emergency" for r in rows) == pytest.approx(
         metrics["decision/oof_recall"]
     )
+
+
+def test_the_crossfit_script_scores_each_fold_with_a_temperature_fitted_on_the_others(cross_validated):
+    spec = importlib.util.spec_from_file_location("crossfit", PROJECT_ROOT / "scripts" / "crossfit_calibration.py")
+    crossfit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(crossfit)
+    run_dir, _ = cross_validated
+    folds = crossfit.held_out_logits(run_dir)
+    sizes = [len(read_csv(run_dir / f"fold_{k}" / "val_split.csv")) for k in range(3)]
+    assert [len(labels) for _, labels in folds] == sizes
+    rows = crossfit.crossfit(folds)
+    assert [row[0] for row in rows] == [0, 1, 2, "pooled"] and rows[-1][1] == 160
+    corrupted = [folds[0], folds[1], (folds[2][0] * 5, folds[2][1])]  # fold 2's own numbers change ...
+    assert crossfit.crossfit(corrupted)[2][2] == pytest.approx(rows[2][2])  # ... not the temperature it is scored with
