@@ -30,6 +30,7 @@ from image_transfer.models.calibration import (
 from image_transfer.models.decision import check_settings, pick_threshold
 from image_transfer.models.losses import classification_loss
 from image_transfer.predict import predict
+from image_transfer.runs.checkpoints import load_classifier
 from image_transfer.runs.imbalance import class_weights, warn_if_imbalanced
 from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
@@ -205,6 +206,15 @@ def test_the_threshold_and_temperature_travel_unchanged_to_eval_predict_and_onnx
     moved = ["threshold=0.5", *source]
     at_half = read_csv(predict(compose_config("predict", tmp_path / "p3", [f"ckpt_path={onnx_file}", *moved])))
     assert labels_follow(at_half, 0.5)
+
+
+def test_a_checkpoint_from_before_calibration_loads_uncalibrated(decided, tmp_path):
+    run_dir, _, _ = decided
+    saved = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    del saved["state_dict"]["temperature"], saved["hyper_parameters"]["decision"]
+    torch.save(saved, tmp_path / "old.ckpt")
+    model = load_classifier(str(tmp_path / "old.ckpt"), OmegaConf.create({}))
+    assert model.temperature.tolist() == [1.0, 1.0] and model.hparams.decision is None
 
 
 def test_picking_a_threshold_without_validation_is_refused_before_training(made_up_data, tmp_path):
