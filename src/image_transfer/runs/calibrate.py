@@ -41,6 +41,7 @@ def check_calibration(cfg: DictConfig, class_names: list[str], validates: bool, 
 def validation_logits(model: ImageClassifier, datamodule, trainer: L.Trainer) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's logits (N, views, C) of every validation image, with their labels, at the trainer's precision."""
     model.eval()
+    datamodule.setup("validate")  # decoded already, unless fitting ran in other processes (ddp_spawn)
     outputs, labels = [], []
     with trainer.precision_plugin.forward_context():
         for batch in datamodule.val_dataloader():
