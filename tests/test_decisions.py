@@ -190,6 +190,7 @@ def test_the_threshold_and_temperature_travel_unchanged_to_eval_predict_and_onnx
     assert labels_follow(tested, threshold)
     evaluated = evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={best}"]))
     assert evaluated["test/acc"] == pytest.approx(metrics["test/acc"])
+    assert evaluated["decision/test_recall"] == pytest.approx(metrics["decision/test_recall"])
     assert read_csv(tmp_path / "eval" / "test_predictions.csv") == tested
 
     source = ["source=train.csv", *data]

@@ -16,6 +16,7 @@ from image_transfer.data.datamodule import VAL_SPLIT_FILE
 from image_transfer.files import write_json
 from image_transfer.paths import from_project_root
 from image_transfer.runs.build import build_tester, seed_run
+from image_transfer.runs.calibrate import tested_decision
 from image_transfer.runs.checkpoints import load_checkpoint
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.failures import report_user_errors
@@ -43,6 +44,7 @@ def evaluate(cfg: DictConfig) -> dict:
         or (str(datamodule.root / "test") if datamodule.data.test is not None else cfg.data.val_split_csv),
     }
     save_test_predictions(output_dir, datamodule, model)
+    metrics |= tested_decision(model, datamodule.test_table.labels)
     write_metrics(output_dir, metrics)
     return metrics
 
