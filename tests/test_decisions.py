@@ -27,7 +27,7 @@ from image_transfer.models.calibration import (
     calibration_scores,
     fit_temperature,
 )
-from image_transfer.models.decision import check_settings, pick_threshold
+from image_transfer.models.decision import check_settings, pick_threshold, with_threshold
 from image_transfer.models.losses import classification_loss
 from image_transfer.predict import predict
 from image_transfer.runs.checkpoints import load_classifier
@@ -113,6 +113,15 @@ def test_decision_settings_that_cannot_apply_are_refused():
         check_settings({"pick": "accuracy"}, two)
     with pytest.raises(ConfigError, match="both set"):
         check_settings({"pick": "f1", "threshold": 0.4}, two)
+    with pytest.raises(ConfigError, match="decision.threshold=high: use a probability"):
+        check_settings({"threshold": "high"}, two)
+    with pytest.raises(ConfigError, match="decision.cost_ratio=-1"):
+        check_settings({"pick": "cost", "cost_ratio": -1}, two)
+    with pytest.raises(ConfigError, match="threshold=2: use a probability"):
+        with_threshold(None, 2, two)
+    with pytest.raises(ConfigError, match="applies to two-class and multi-label models"):
+        with_threshold(None, 0.3, ["a", "b", "c"])
+    assert with_threshold(None, 0.3, ["a", "b", "c"], multi_label=True)["thresholds"] == [0.3] * 3
 
 
 def test_focal_loss_down_weights_easy_images_and_is_cross_entropy_at_gamma_zero():

@@ -11,6 +11,7 @@ without one), picked class by class in the same ways."""
 from __future__ import annotations
 
 import logging
+import math
 
 import torch
 from torchmetrics.functional.classification import binary_roc
@@ -45,25 +46,42 @@ def check_settings(settings, class_names: list[str], multi_label: bool = False) 
         positive_index(settings.get("positive"), class_names)
     if threshold is not None and pick is not None:
         raise ConfigError("decision.threshold and decision.pick are both set: give a threshold or a way to pick one.")
-    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
-        raise ConfigError(f"decision.threshold={threshold}: use a probability between 0 and 1.")
+    if threshold is not None:
+        probability(threshold, "decision.threshold")
     if pick is not None and pick not in PICKS:
         raise ConfigError(f"decision.pick={pick}: use one of {', '.join(PICKS)}.")
-    if pick in ("recall", "precision") and not 0.0 < float(settings.get("at_least", 0)) <= 1.0:
-        raise ConfigError(f"decision.at_least={settings.get('at_least')}: use a fraction in (0, 1].")
-    if pick == "cost" and not float(settings.get("cost_ratio", 0)) > 0:
+    if pick in ("recall", "precision") and not probability(settings.get("at_least"), "decision.at_least") > 0:
+        raise ConfigError(f"decision.at_least={settings.get('at_least')}: use a fraction above 0.")
+    if pick == "cost" and not number(settings.get("cost_ratio")) > 0:
         raise ConfigError(f"decision.cost_ratio={settings.get('cost_ratio')}: use a positive number.")
+
+
+def number(value) -> float:
+    """A setting as a number; NaN (which fails every range check) when it is none."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def probability(value, option: str) -> float:
+    """`value` as a probability, or one message naming the option."""
+    if not 0.0 <= number(value) <= 1.0:
+        raise ConfigError(f"{option}={value}: use a probability between 0 and 1.")
+    return number(value)
 
 
 def with_threshold(decision: dict | None, threshold, class_names: list[str], multi_label: bool = False) -> dict | None:
     """A model's rule with `threshold=P` (eval, predict, export) in place of its own threshold(s); null keeps it."""
     if threshold is None:
         return decision
-    if multi_label and 0.0 <= float(threshold) <= 1.0:
+    threshold = probability(threshold, "threshold")
+    if multi_label:
         return {"thresholds": [float(threshold)] * len(class_names), "rule": "given"}
-    if (len(class_names) != 2 and not multi_label) or not 0.0 <= float(threshold) <= 1.0:
+    if len(class_names) != 2:
         raise ConfigError(
-            f"threshold={threshold}: a probability in [0, 1] for a two-class model (this one has {len(class_names)})."
+            f"threshold={threshold} applies to two-class and multi-label models; this one predicts the most probable "
+            f"of {len(class_names)} classes: drop it."
         )
     positive = int(decision["positive"]) if decision else 1
     return {"positive": positive, "positive_class": class_names[positive], "threshold": float(threshold)} | {
