@@ -77,16 +77,14 @@ def with_threshold(decision: dict | None, threshold, class_names: list[str], mul
         return decision
     threshold = probability(threshold, "threshold")
     if multi_label:
-        return {"thresholds": [float(threshold)] * len(class_names), "rule": "given"}
+        return {"thresholds": [threshold] * len(class_names), "rule": "given"}
     if len(class_names) != 2:
         raise ConfigError(
             f"threshold={threshold} applies to two-class and multi-label models; this one predicts the most probable "
             f"of {len(class_names)} classes: drop it."
         )
     positive = int(decision["positive"]) if decision else 1
-    return {"positive": positive, "positive_class": class_names[positive], "threshold": float(threshold)} | {
-        "rule": "given"
-    }
+    return {"positive": positive, "positive_class": class_names[positive], "threshold": threshold, "rule": "given"}
 
 
 def decide(probs: torch.Tensor, decision: dict | None, multi_label: bool = False) -> torch.Tensor:
@@ -101,7 +99,7 @@ def decide(probs: torch.Tensor, decision: dict | None, multi_label: bool = False
     return torch.where(probs[:, positive] >= float(decision["threshold"]), positive, 1 - positive)
 
 
-def counts(predicted: torch.Tensor, labels: torch.Tensor, positive: int) -> dict[str, float]:
+def precision_recall(predicted: torch.Tensor, labels: torch.Tensor, positive: int) -> dict[str, float]:
     """Precision and recall of the positive class."""
     tp = int(((predicted == positive) & (labels == positive)).sum())
     fp, fn = (

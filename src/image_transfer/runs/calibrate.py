@@ -17,7 +17,7 @@ from image_transfer.inspection import figures
 from image_transfer.inspection.callback import Inspection
 from image_transfer.models.calibration import BINS, METHODS, calibrated_probs, calibration_scores, fit_temperature
 from image_transfer.models.classifier import ImageClassifier
-from image_transfer.models.decision import check_settings, counts, decide, pick_threshold, positive_index
+from image_transfer.models.decision import check_settings, decide, pick_threshold, positive_index, precision_recall
 from image_transfer.runs.checkpoints import AtomicCheckpointIO
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def calibrate(cfg: DictConfig, model: ImageClassifier, trainer: L.Trainer, datam
         log.info("not calibrated: no validation images to fit a temperature on (data.val_fraction=0)")
     decision = decision_rule(settings, probs, labels, class_names, multi_label)
     if decision and probs is not None and not multi_label:
-        shown = counts(decide(probs, decision), labels, decision["positive"])
+        shown = precision_recall(decide(probs, decision), labels, decision["positive"])
         metrics |= {f"decision/val_{k}": v for k, v in shown.items()}
         log.info(
             "decision: %s when its probability >= %.4f (%s): precision %.3f, recall %.3f on %d validation images",
@@ -160,5 +160,7 @@ def tested_decision(model: ImageClassifier, labels: list[int]) -> dict:
     decision = model.hparams.get("decision")
     if not decision or "positive" not in decision or not model.test_probabilities:
         return {}
-    shown = counts(model.decide(torch.cat(model.test_probabilities)), torch.as_tensor(labels), decision["positive"])
+    shown = precision_recall(
+        model.decide(torch.cat(model.test_probabilities)), torch.as_tensor(labels), decision["positive"]
+    )
     return {f"decision/test_{k}": v for k, v in shown.items()}

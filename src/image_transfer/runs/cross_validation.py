@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_csv, write_json
 from image_transfer.models.calibration import calibration_scores
-from image_transfer.models.decision import counts, decide
+from image_transfer.models.decision import decide, precision_recall
 from image_transfer.runs.build import build_loggers
 from image_transfer.runs.calibrate import decision_rule, store_decision
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
@@ -136,7 +136,7 @@ def pick_on_out_of_fold(cfg: DictConfig, datamodule, path: Path, checkpoints: li
     write_csv(path, list(rows[0]), [list(row.values()) for row in rows])
     metrics = {f"decision/{k}": v for k, v in decision.items() if k != "positive"} | {"decision/picked_on": str(path)}
     if not multi_label:
-        shown = counts(predicted, labels, decision["positive"])
+        shown = precision_recall(predicted, labels, decision["positive"])
         metrics |= {f"decision/oof_{k}": v for k, v in shown.items()}
         log.info(
             "decision, picked on %d out-of-fold predictions: %s when its probability >= %.4f (%s): precision %.3f, "
