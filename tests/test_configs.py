@@ -25,7 +25,7 @@ def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     assert resolved["data"]["image_size"] == resolved["model"]["image_size"]
 
 
-@pytest.mark.parametrize("group", ["model", "finetune", "trainer", "callbacks", "debug", "data"])
+@pytest.mark.parametrize("group", ["model", "finetune", "trainer", "callbacks", "debug", "data", "logger"])
 def test_every_group_option_composes(group, tmp_path):
     for option in sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")):
         if option == "checkpoint":  # eval's and predict's: the data settings saved in the checkpoint

@@ -27,6 +27,7 @@ from image_transfer.runs.fitting import fit
 from image_transfer.runs.lr_find import with_found_lr
 from image_transfer.runs.ranks import is_rank_zero, refuse_relaunching_in_sweeps
 from image_transfer.runs.resume import completed, resumable, resume_hint, resumed_if_requeued
+from image_transfer.runs.trackers import check_trackers
 from image_transfer.sweeps.objective import check_objective, objective_value
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("resume") and (done := completed(Path(cfg.paths.output_dir))) is not None:
         log.info("%s is complete (its metrics.json exists): nothing to resume", cfg.paths.output_dir)
         return done
+    check_trackers(cfg)  # in seconds, not after an hour of training
     if not cfg.data.get("class_names"):  # main has filled them in; a direct call (tests, scripts) may not have
         cfg = with_class_names(cfg)
     cfg = with_found_lr(cfg)

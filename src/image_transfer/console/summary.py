@@ -38,6 +38,7 @@ def summary_rows(cfg: DictConfig, metrics: dict | None, note: str | None = None)
     rows += _lr_find_rows(cfg, run_dir)
     if _tensorboard(cfg):
         rows.append(("tensorboard", f"tensorboard --logdir {run_dir}"))
+    rows += _tracker_rows(metrics)
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         rows.append(("sweep summary", str(Path(HydraConfig.get().sweep.dir) / "summary.md")))
     if note:
@@ -109,6 +110,16 @@ def _lr_find_rows(cfg: DictConfig, run_dir: Path) -> list[tuple[str, str]]:
     rows = [("lr_find", f"suggests {found['suggestion']:.3g} (plot: {run_dir / LR_FIND_PNG})")]
     if cfg.lr_finder.then == "stop":
         rows.append(("train with", found["command"]))
+    return rows
+
+
+def _tracker_rows(metrics: dict) -> list[tuple[str, str]]:
+    rows = []
+    if uri := metrics.get("mlflow/tracking_uri"):
+        local = f" (mlflow ui --backend-store-uri {uri})" if not uri.startswith(("http:", "https:")) else ""
+        rows.append(("mlflow", f"run {metrics['mlflow/run_id']} in {uri}{local}"))
+    if folder := metrics.get("wandb/run_dir"):
+        rows.append(("wandb", f"offline run: wandb sync {folder}" if "offline-run" in folder else folder))
     return rows
 
 

@@ -7,13 +7,13 @@ import os
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import Logger
 from lightning.pytorch.plugins.environments import SLURMEnvironment
 from omegaconf import DictConfig
 
 from image_transfer.callbacks.sigterm import StopTogetherOnSigterm
 from image_transfer.runs.checkpoints import AtomicCheckpointIO
 from image_transfer.runs.imbalance import class_weights
+from image_transfer.runs.trackers import build_loggers
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,11 @@ def build_model(cfg: DictConfig, datamodule):
     return instantiate(cfg.model, multi_label=multi_label, **weights)
 
 
-def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **overrides) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, first_callbacks: list[L.Callback] = (), loggers: list | None = None, **overrides
+) -> L.Trainer:
     """`first_callbacks` run before the configured ones (the finetune schedule: others then see its state);
-    `overrides` replace trainer options of the config."""
+    `loggers` replace the configured ones; `overrides` replace trainer options of the config."""
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks.append(StopTogetherOnSigterm())
     plugins = [AtomicCheckpointIO()]
@@ -43,22 +45,19 @@ def build_trainer(cfg: DictConfig, first_callbacks: list[L.Callback] = (), **ove
     return instantiate(
         cfg.trainer,
         callbacks=list(first_callbacks) + callbacks,
-        logger=build_loggers(cfg) or False,
+        logger=(build_loggers(cfg) if loggers is None else loggers) or False,
         plugins=plugins,
         **overrides,
     )
 
 
-def build_tester(cfg: DictConfig) -> L.Trainer:
+def build_tester(cfg: DictConfig, loggers: list | None = None) -> L.Trainer:
     """A trainer on one device of the configured accelerator, for testing and predicting: every image once, in order
-    (a DDP test would shard the images and repeat some to even the shares); one device is enough for either."""
+    (a DDP test would shard the images and repeat some to even the shares); one device is enough for either.
+    `loggers`: the fitting trainer's, so a test after DDP logs into the same tracked run."""
     devices, nodes = cfg.trainer.get("devices", 1), cfg.trainer.get("num_nodes", 1)
     if (isinstance(devices, int) and devices > 1) or nodes > 1:
         log.info(
             "testing and predicting on one device (trainer.devices=%s, num_nodes=%s apply to fitting)", devices, nodes
         )
-    return build_trainer(cfg, devices=1, num_nodes=1, strategy="auto")
-
-
-def build_loggers(cfg: DictConfig) -> list[Logger]:
-    return [instantiate(c) for c in (cfg.get("logger") or {}).values() if c is not None]
+    return build_trainer(cfg, loggers=loggers, devices=1, num_nodes=1, strategy="auto")

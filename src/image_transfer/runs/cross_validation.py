@@ -21,14 +21,13 @@ from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_csv, write_json
 from image_transfer.models.calibration import calibration_scores
 from image_transfer.models.decision import decide, precision_recall
-from image_transfer.runs.build import build_loggers
 from image_transfer.runs.calibrate import decision_rule, store_decision
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.fitting import fit, refuse_meaningless
-from image_transfer.runs.hparams import record_session
 from image_transfer.runs.outputs import TEST_PREDICTIONS_FILE, write_metrics
 from image_transfer.runs.ranks import is_rank_zero
 from image_transfer.runs.resume import CONFIG_FILE, LAST_CHECKPOINT, completed, require_same_config
+from image_transfer.runs.trackers import build_loggers, finish_run, start_trackers
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +50,32 @@ def cross_validate(cfg: DictConfig) -> dict:
             f"decision.pick={pick} with data.folds picks on the out-of-fold predictions, which the folds make by "
             "testing on their held-out fold: drop data.test_csv (evaluate the fold models on it afterwards)."
         )
+    loggers = build_loggers(cfg)  # the folds' tracked runs are children of these
     if is_rank_zero():
         write_atomically(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
         write_json(output_dir / ENVIRONMENT_FILE, environment())
+    tracked = start_trackers(loggers) if is_rank_zero() else {}
+    try:
+        results = fit_folds(cfg, loggers)
+    except BaseException:
+        for logger in loggers:
+            logger.finalize("failed")
+        raise
+    if not is_rank_zero():
+        return {}  # under DDP rank 0 summarises
+    pool_fold_predictions(output_dir, cfg.data.folds)
+    metrics = summarise_folds(results) | tracked
+    if pick:
+        metrics |= pick_on_out_of_fold(cfg, datamodule, output_dir / OUT_OF_FOLD_FILE, metrics["fold_ckpts"])
+    metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
+    write_metrics(output_dir, metrics)
+    finish_run(loggers, cfg, metrics, step=0, fold="mean", own=True)
+    return metrics
+
+
+def fit_folds(cfg: DictConfig, loggers: list) -> list[dict]:
+    """Each fold's metrics (a resumed run's finished folds as they were); `loggers`, the parents of theirs."""
+    output_dir, pick = Path(cfg.paths.output_dir), (cfg.get("decision") or {}).get("pick")
     results = []
     for fold in range(cfg.data.folds):
         fold_dir = output_dir / f"fold_{fold}"
@@ -71,17 +93,8 @@ def cross_validate(cfg: DictConfig) -> dict:
             if pick:
                 fold_cfg.decision.pick = None  # picked below, on every fold's held-out images together
         log.info("fold %d of %d: %s", fold + 1, cfg.data.folds, fold_dir)
-        results.append(fit(fold_cfg, restart=restart))
-    if not is_rank_zero():
-        return {}  # under DDP rank 0 summarises
-    pool_fold_predictions(output_dir, cfg.data.folds)
-    metrics = summarise_folds(results)
-    if pick:
-        metrics |= pick_on_out_of_fold(cfg, datamodule, output_dir / OUT_OF_FOLD_FILE, metrics["fold_ckpts"])
-    record_session(build_loggers(cfg), cfg, metrics, step=0, fold="mean")
-    metrics["wall_time_s"] = round(time.perf_counter() - start, 1)
-    write_metrics(output_dir, metrics)
-    return metrics
+        results.append(fit(fold_cfg, restart=restart, parent=loggers))
+    return results
 
 
 def summarise_folds(results: list[dict]) -> dict:

@@ -19,11 +19,11 @@ from image_transfer.runs.calibrate import calibrate, check_calibration, tested_d
 from image_transfer.runs.class_names import write_class_names
 from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.feature_mode import feature_views
-from image_transfer.runs.hparams import record_session
 from image_transfer.runs.imbalance import warn_if_imbalanced
 from image_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
 from image_transfer.runs.ranks import is_rank_zero
 from image_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
+from image_transfer.runs.trackers import build_loggers, finish_run, start_trackers
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ def without_validation(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def fit(cfg: DictConfig, restart: bool = False) -> dict:
-    """Train on one split; `restart` reuses a dir whose earlier attempt never finished an epoch."""
+def fit(cfg: DictConfig, restart: bool = False, parent: list = ()) -> dict:
+    """Train on one split; `restart` reuses a dir whose earlier attempt never finished an epoch; `parent`: the
+    loggers of the cross-validation this is a fold of (its tracked runs are the parents of this one's)."""
     start = time.perf_counter()
     output_dir = Path(cfg.paths.output_dir)
     rank_zero = is_rank_zero()
@@ -89,6 +90,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
     trainer = build_trainer(
         cfg,
         first_callbacks=[instantiate(cfg.finetune.callback)],
+        loggers=build_loggers(cfg, parent),
         **({} if datamodule.validates else {"limit_val_batches": 0, "num_sanity_val_steps": 0}),
     )
     if rank_zero:  # written once nothing was refused: a refused run leaves no dir that looks like a run's
@@ -96,6 +98,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         write_json(output_dir / ENVIRONMENT_FILE, environment())
         datamodule.save_split(output_dir)
         write_class_names(output_dir, datamodule.class_names)
+    tracked = start_trackers(trainer.loggers) if rank_zero else {}  # before training: a tracker may refuse the run
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.world_size > 1 and torch.distributed.is_initialized():
@@ -108,7 +111,7 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         return {}  # rank 0 tests the best checkpoint and writes the outputs
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    tester = build_tester(cfg) if trainer.world_size > 1 else trainer
+    tester = build_tester(cfg, trainer.loggers) if trainer.world_size > 1 else trainer
     if tester is not trainer:
         datamodule.trainer = tester  # its loaders: every image on this one device, not this rank's share
     if best:
@@ -126,9 +129,9 @@ def fit(cfg: DictConfig, restart: bool = False) -> dict:
         "epochs": trainer.current_epoch,
         "device": device_name(trainer),
         "wall_time_s": round(time.perf_counter() - start, 1),
-    }
-    record_session(trainer.loggers, cfg, metrics, step=trainer.global_step)
+    } | tracked
     write_metrics(output_dir, metrics)
+    finish_run(trainer.loggers, cfg, metrics, step=trainer.global_step)
     return metrics
 
 

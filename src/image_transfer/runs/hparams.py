@@ -1,5 +1,6 @@
-"""A run's HPARAMS session: the settings that decide its result beside its final metrics, so every job of a sweep,
-a search or a cross-validation is one row of TensorBoard's HPARAMS table (`tensorboard --logdir <sweep dir>`).
+"""A run's settings beside its final metrics, for every logger: TensorBoard's HPARAMS session (every job of a sweep,
+a search or a cross-validation is one row of its table: `tensorboard --logdir <sweep dir>`), and the params and
+final values of the other trackers (runs/trackers.py).
 
 Lightning would log the module's constructor arguments at the start with no metrics (or a placeholder hp_metric);
 the module and datamodule opt out of that (`save_hyperparameters(logger=False)`) and the session is written here,
@@ -59,14 +60,17 @@ def run_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
 
 
 def record_session(loggers: list[Logger], cfg: DictConfig, metrics: dict, step: int, fold: str | None = None) -> None:
-    """Write the session into each TensorBoard logger's run (its metrics at `step`, the run's last: earlier points
-    stay in order); other loggers get the settings alone (their own hparams record, e.g. CSVLogger's hparams.yaml).
-    `fold` overrides the fold hparam (a cross-validation's mean session says "mean")."""
+    """The run's settings and final metrics to every logger, at `step` (the run's last: earlier points stay in
+    order). TensorBoard gets its HPARAMS session (the SESSION_METRICS); other trackers (MLflow, W&B, CSV) the settings
+    as their params and every number of metrics.json as its final value. `fold` overrides the fold hparam (a
+    cross-validation's mean session says "mean")."""
     params = run_hparams(cfg) | ({"fold": fold} if fold is not None else {})
-    values = {k: float(metrics[k]) for k in SESSION_METRICS if isinstance(metrics.get(k), (int, float))}
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
+            session = {k: numbers[k] for k in SESSION_METRICS if k in numbers}
             # run_name="." puts the session in the logger's own run dir, beside the curves it summarises.
-            logger.experiment.add_hparams(params, values, run_name=".", global_step=step)
+            logger.experiment.add_hparams(params, session, run_name=".", global_step=step)
         else:
             logger.log_hyperparams(params)
+            logger.log_metrics(numbers, step=step)

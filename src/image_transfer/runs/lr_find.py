@@ -27,10 +27,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from image_transfer.errors import ConfigError, UserError
 from image_transfer.files import write_atomically, write_json
-from image_transfer.runs.build import build_loggers, build_model, seed_run
+from image_transfer.runs.build import build_model, seed_run
 from image_transfer.runs.fitting import refuse_meaningless
 from image_transfer.runs.ranks import is_rank_zero
 from image_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
+from image_transfer.runs.trackers import build_loggers
 
 log = logging.getLogger(__name__)
 
