@@ -85,6 +85,25 @@ def services(models, tmp_path_factory) -> Iterator[dict[str, str]]:
     finally:
         for service in started.values():
             load_test.stop(service)
+    for service in started.values():  # SIGTERM stopped it as Ctrl+C does: by itself, none of its processes left
+        assert service.process.returncode == 0, service.log.read_text()[-3000:]
+        assert not running_in_session(service.process.pid)
+
+
+def running_in_session(session: int) -> list[int]:
+    """The processes of a session (the service and what it started) that have not exited (Linux)."""
+    running = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile
+            continue
+        state, _, _, sid = stat.rpartition(")")[2].split()[:4]  # after the command, which may hold spaces
+        if int(sid) == session and state != "Z":  # a zombie has exited; only its parent has not asked
+            running.append(int(entry.name))
+    return running
 
 
 @pytest.fixture(scope="module")
