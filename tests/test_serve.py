@@ -21,6 +21,8 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from image_transfer import PROJECT_ROOT
@@ -31,6 +33,8 @@ from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.files import read_csv
 from tests.helpers.http import files, multipart, post, request
 from tests.helpers.images import CLASSES, blocks, save_oriented
+from tests.test_multilabel_data import CLASSES as MULTI_LABEL
+from tests.test_multilabel_data import SETS, make_multilabel
 
 spec = importlib.util.spec_from_file_location("load_test_script", PROJECT_ROOT / "scripts" / "load_test.py")
 load_test = importlib.util.module_from_spec(spec)
@@ -179,6 +183,34 @@ def test_concurrent_requests_each_get_their_own_images_answers(services, picture
             assert len(reply.json()) == len(answer) and all(same(a, b) for a, b in zip(reply.json(), answer))
         elif answer is not None:
             assert same(reply.json(), answer)
+
+
+def test_a_multi_label_model_answers_predicts_label_sets(pictures, tmp_path):
+    """The worker's own code (setup, decode_request, batch, predict, unbatch, encode_response) run in this process on
+    a multi-label checkpoint: each image's classes and probabilities are predict's, with every class's threshold."""
+    from image_transfer.serving.api import ClassifierAPI
+    from image_transfer.serving.uploads import Upload
+
+    root, run_dir = tmp_path / "data", tmp_path / "run"
+    make_multilabel(root, [SETS[i % len(SETS)] for i in range(48)])
+    data = ["data=csv", f"data.root={root / 'tags.csv'}", "data.image_dir=pictures", "data.name_column=file"]
+    data += ["data.label_column=tags", "data.label_delimiter=|"]
+    train(compose_config("train", run_dir, [*QUICK, *data, "decision.pick=f1"]))
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    overrides = [f"ckpt_path={ckpt}", f"source={pictures}", "trainer.accelerator=cpu"]
+    rows = read_csv(predict(compose_config("predict", tmp_path / "predict", overrides)))
+
+    settings = OmegaConf.to_container(compose_config("serve", tmp_path / "serve", [f"ckpt_path={ckpt}"]), resolve=True)
+    api = ClassifierAPI(settings, max_batch_size=4)
+    api.setup("cpu")
+    requests = [api.decode_request(Upload([(pictures / row["file"]).read_bytes()], listed=False)) for row in rows]
+    answers = [api.encode_response(part) for part in api.unbatch(api.predict(api.batch(requests)))]
+    thresholds = torch.load(ckpt, weights_only=True)["hyper_parameters"]["decision"]["thresholds"]
+    for row, answer in zip(rows, answers):
+        assert sorted(answer["classes"]) == sorted(filter(None, row["tags"].split("|")))
+        assert answer["probabilities"] == pytest.approx({c: float(row[f"prob_{c}"]) for c in MULTI_LABEL}, abs=1e-4)
+        assert answer["decision"]["thresholds"] == dict(zip(MULTI_LABEL, thresholds))
+    assert len({tuple(a["classes"]) for a in answers}) > 1  # the sets differ: the check can fail
 
 
 def png(size: tuple[int, int], mode: str = "1") -> bytes:
