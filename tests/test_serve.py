@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
@@ -91,7 +92,15 @@ def services(models, tmp_path_factory) -> Iterator[dict[str, str]]:
             load_test.stop(service)
     for service in started.values():  # SIGTERM stopped it as Ctrl+C does: by itself, none of its processes left
         assert service.process.returncode == 0, service.log.read_text()[-3000:]
-        assert not running_in_session(service.process.pid)
+        assert not left_running(service.process.pid)
+
+
+def left_running(session: int, wait: float = 10) -> list[int]:
+    """The processes of a session still running after `wait` seconds at most (the last may take a moment to go)."""
+    deadline = time.monotonic() + wait
+    while (running := running_in_session(session)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running
 
 
 def running_in_session(session: int) -> list[int]:
