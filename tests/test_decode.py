@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFile
 
 from image_transfer.data.decode import decode_image, displayed_size, orientation, to_8bit
 from image_transfer.data.near_duplicates import perceptual_hash
@@ -42,6 +42,32 @@ def test_tagged_jpeg_decodes_upright_also_in_draft_mode(tmp_path, orientation_ta
         assert min(decoded.shape[1:]) == min(short_side, 400)
         assert (decoded.shape[1] > decoded.shape[2]) == (orientation_tag in (6, 8))  # portrait when turned
         assert (decoded.float() - reference.float()).abs().mean() < 3
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_bytes_and_opened_files_decode_as_the_path_does(tmp_path, suffix):
+    tagged = save_oriented(blocks(7, size=(600, 400)), tmp_path / f"tagged{suffix}", 6)
+    for short_side in (1000, 100):  # 100: JPEG draft mode
+        reference = decode_image(tagged, short_side)
+        assert reference.shape[1] > reference.shape[2]  # turned: the check can fail
+        with open(tagged, "rb") as opened:
+            assert torch.equal(decode_image(opened, short_side), reference)
+        assert torch.equal(decode_image(tagged.read_bytes(), short_side), reference)
+
+
+def test_images_over_max_pixels_are_refused_from_the_header_before_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "wide.png"
+    blocks(8, size=(300, 200)).save(path)
+    assert decode_image(path, 1000, max_pixels=300 * 200).shape == (3, 200, 300)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(AssertionError, match="pixels decoded"):  # within the limit: decoding starts
+        decode_image(path, 1000, max_pixels=300 * 200)
+    with pytest.raises(Image.DecompressionBombError, match="300 x 200 pixels, more than the 59999 allowed"):
+        decode_image(path.read_bytes(), 1000, max_pixels=300 * 200 - 1)
 
 
 def test_draft_mode_decodes_a_turned_jpeg_at_the_reduced_scale(tmp_path, monkeypatch):

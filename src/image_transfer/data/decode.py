@@ -10,9 +10,11 @@ Two things a plain `Image.open` gets wrong for photos and scans:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -25,8 +27,16 @@ CACHE_SCALE = 1.25
 # Bumped whenever decoding changes the pixels it gives: images cached on disk are then decoded again.
 DECODER_VERSION = 1
 
+# An image file by path, its bytes, or an opened binary file.
+ImageSource = Path | bytes | BinaryIO
+
 # EXIF orientations that turn the image by 90 degrees (width and height swap when displayed).
 _QUARTER_TURNS = (5, 6, 7, 8)
+
+
+def stored_side(image_size: int) -> int:
+    """The shorter side that images for a model of `image_size` are decoded (and cached) at."""
+    return round(image_size * CACHE_SCALE)
 
 
 def orientation(image: Image.Image) -> int:
@@ -63,26 +73,35 @@ def to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
-def read_upright(path: Path, draft_side: int | None = None) -> Image.Image:
-    """The decoded image at `path`, turned as displayed and in 8 bits (colour mode otherwise as stored).
+def read_upright(source: ImageSource, draft_side: int | None = None, max_pixels: int | None = None) -> Image.Image:
+    """The decoded image in `source`, turned as displayed and in 8 bits (colour mode otherwise as stored).
 
     `draft_side` lets JPEGs decode at a reduced scale (1/2, 1/4 or 1/8) whose shorter side is still at
     least that many pixels; the box is square, so the bound holds whichever way the image is turned.
+    `max_pixels` refuses an image of more pixels from its header, before any pixel is decoded (a PNG of
+    20,000 x 20,000 can take 50 kB on disk and 1.2 GB decoded), with Pillow's DecompressionBombError; Pillow's own
+    check refuses images over twice its MAX_IMAGE_PIXELS whatever this says.
     """
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as image:
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise Image.DecompressionBombError(
+                f"{image.width} x {image.height} pixels, more than the {max_pixels} allowed"
+            )
         if draft_side is not None:
             image.draft("RGB", (draft_side, draft_side))
         # exif_transpose loads the pixels (at the draft scale) into a copy, which outlives the file.
         return to_8bit(ImageOps.exif_transpose(image))
 
 
-def decode_image(path: Path, max_short_side: int) -> torch.Tensor:
-    """An image file as a uint8 RGB tensor (C, H, W), upright; a view of the decoder's (H, W, C) pixels.
+def decode_image(source: ImageSource, max_short_side: int, max_pixels: int | None = None) -> torch.Tensor:
+    """An image (a file's path, its bytes or an opened file) as a uint8 RGB tensor (C, H, W), upright; a view of
+    the decoder's (H, W, C) pixels.
 
     Grey, palette, RGBA (alpha dropped), CMYK, 16-bit and float images become 8-bit RGB; large images
-    are downscaled (JPEGs already while decoding, via draft mode) to `max_short_side`.
+    are downscaled (JPEGs already while decoding, via draft mode) to `max_short_side`. `max_pixels`: see
+    read_upright.
     """
-    image = read_upright(path, max_short_side).convert("RGB")
+    image = read_upright(source, max_short_side, max_pixels).convert("RGB")
     if min(image.size) > max_short_side:
         scale = max_short_side / min(image.size)
         image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
@@ -92,7 +111,7 @@ def decode_image(path: Path, max_short_side: int) -> torch.Tensor:
 def decode_each(paths: list[Path], image_size: int, threads: int = 4, chunk: int = 256) -> Iterator[torch.Tensor | str]:
     """Each image decoded (PIL releases the GIL, so threads help), in order, `chunk` at a time so memory stays
     bounded: its uint8 tensor, or "path: reason" where decoding failed."""
-    max_side = round(image_size * CACHE_SCALE)
+    max_side = stored_side(image_size)
 
     def load(path: Path):
         try:

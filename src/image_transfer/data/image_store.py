@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from image_transfer.data.decode import CACHE_SCALE, DECODER_VERSION, decode_all, decode_each
+from image_transfer.data.decode import DECODER_VERSION, decode_all, decode_each, stored_side
 from image_transfer.data.disk_cache import cached_entry, digest
 from image_transfer.files import write_json
 
@@ -73,7 +73,7 @@ def load_images(
     key = {
         "images": digest(list(zip(names, hashes))),
         "count": len(names),
-        "max_side": round(image_size * CACHE_SCALE),
+        "max_side": stored_side(image_size),
         "decoder": DECODER_VERSION,
     }
     folder = cached_entry(

@@ -117,6 +117,7 @@ class OnnxClassifier:
         self.class_names = json.loads(self.metadata.get("class_names") or "[]")
         self.data_settings = json.loads(self.metadata.get("data_settings") or "{}") or None
         self.decision = json.loads(self.metadata.get("decision") or "null")  # null in files exported before rules
+        self.temperature = json.loads(self.metadata.get("temperature") or "null")  # per class; null likewise
         self.multi_label = self.metadata.get("multi_label") == "true"
 
     @classmethod

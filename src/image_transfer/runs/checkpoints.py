@@ -100,7 +100,7 @@ def _configured_class_names(model, cfg: DictConfig, file: Path) -> list[str]:
     if not given:
         raise UserError(
             f"{file} was written before checkpoints carried their class names: give them with "
-            "data.class_names=[...] (or class_names=[...] for export), in label order."
+            "data.class_names=[...] (or class_names=[...] for export and serve), in label order."
         )
     if len(given) != num_classes:
         raise UserError(
@@ -138,6 +138,12 @@ def class_names_of(model: ImageClassifier | OnnxClassifier) -> list[str]:
 
 def decision_of(model: ImageClassifier | OnnxClassifier) -> dict | None:
     return model.decision if isinstance(model, OnnxClassifier) else model.hparams.get("decision")
+
+
+def temperature_of(model: ImageClassifier | OnnxClassifier) -> list[float] | None:
+    """The temperature per class its probabilities are calibrated with (1: uncalibrated); None for an ONNX file
+    exported before models carried one."""
+    return model.temperature if isinstance(model, OnnxClassifier) else model.temperature.tolist()
 
 
 def is_multi_label(model: ImageClassifier | OnnxClassifier) -> bool:
