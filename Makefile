@@ -32,7 +32,7 @@ reproduce: $(VENV)/.installed | $(DATA)
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.installed   # tests on synthetic images: no ../shared, no network, about 2 minutes
+test-fast: $(VENV)/.installed   # tests on synthetic images: no ../shared, no network, about 6 minutes
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
