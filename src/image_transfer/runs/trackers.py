@@ -129,7 +129,6 @@ def _tracked_run(uri: str, experiment: str, run_dir: str) -> str | None:
 
 
 def _wandb_identity(cfg: DictConfig, parent: WandbLogger | None) -> dict:
-    run_dir = str(Path(cfg.paths.output_dir).resolve())
     if parent is not None:  # W&B has no nested runs: a cross-validation's folds are a group, named after it
         group = parent.experiment.name
     elif cfg.data.get("folds") and cfg.data.get("fold") is None:
@@ -139,7 +138,7 @@ def _wandb_identity(cfg: DictConfig, parent: WandbLogger | None) -> dict:
     return {
         "name": run_name(cfg),
         "group": group,
-        "id": hashlib.sha1(run_dir.encode()).hexdigest()[:16],  # the same run dir continues the same run
+        "id": hashlib.sha1(run_tags(cfg)["run_dir"].encode()).hexdigest()[:16],  # its run dir continues it
         "resume": "allow",
         "reinit": "create_new",  # a cross-validation's run stays open while its folds' runs come and go
     }
