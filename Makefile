@@ -38,6 +38,7 @@ test-fast: $(VENV)/.installed   # tests on synthetic images: no ../shared, no ne
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports   # the layers and no import circles (pyproject.toml [tool.importlinter])
 
 tensorboard: $(VENV)/.installed
 	$(VENV)/bin/tensorboard --logdir logs

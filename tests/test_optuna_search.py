@@ -26,7 +26,7 @@ defaults:
   - override /hydra/sweeper: optuna
 callbacks:
   optuna_pruning:
-    _target_: image_transfer.callbacks.optuna_pruning.OptunaPruning
+    _target_: image_transfer.sweeps.pruning.OptunaPruning
     monitor: ${optimized_metric}
 hydra:
   sweeper:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from image_transfer import PROJECT_ROOT
+# The repository root (configs/, data/, logs/ live there); configs refer to it as ${project_root:}.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "configs"
 
 
 def from_project_root(path: str | os.PathLike) -> Path:

@@ -15,12 +15,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-TARGET = "hydra_plugins.image_transfer_sweeper.optuna_sweeper.OptunaSweeper"
+from image_transfer.sweeps import SWEEPER_TARGET
 
 
 @dataclass
 class OptunaSweeperConf:
-    _target_: str = TARGET
+    _target_: str = SWEEPER_TARGET
     _recursive_: bool = False  # sampler and pruner stay configs: each trial gets its own seed, each job a pruner
     n_trials: int = 20  # in all, over every run of the same study (resuming, several workers)
     n_jobs: int = 1  # trials launched together (in parallel with a parallel launcher)

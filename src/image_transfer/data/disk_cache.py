@@ -25,10 +25,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from image_transfer import PROJECT_ROOT
 from image_transfer.errors import EnvironmentFault
 from image_transfer.files import NO_SPACE, free_space, storage_error, umask, write_json
-from image_transfer.paths import from_project_root
+from image_transfer.paths import PROJECT_ROOT, from_project_root
 
 try:
     import fcntl

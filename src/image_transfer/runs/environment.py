@@ -9,7 +9,7 @@ from importlib import metadata
 
 import torch
 
-from image_transfer import PROJECT_ROOT
+from image_transfer.paths import PROJECT_ROOT
 
 ENVIRONMENT_FILE = "environment.json"
 PACKAGES = ("torch", "torchvision", "lightning", "timm", "torchmetrics", "hydra-core", "numpy", "pillow")

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from image_transfer.errors import ConfigError, chain
 from image_transfer.files import free_space, storage_error
 from image_transfer.runs.failures import in_multirun
+from image_transfer.sweeps import SWEEPER_TARGET
 
 DEFAULT_FILE = "optuna.db"
 JOURNAL = "journal:"
@@ -64,10 +65,8 @@ def storage_fault(error: BaseException) -> str | None:
 def current_trial() -> optuna.trial.Trial:
     """The trial this job runs: the study named by hydra.sweeper in its storage, trial number hydra.job.num (the
     Optuna sweeper numbers jobs by trial), with the study's pruner built from hydra.sweeper.pruner."""
-    from hydra_plugins.image_transfer_sweeper.optuna_sweeper import TARGET
-
     hydra = HydraConfig.get() if in_multirun() else None
-    if hydra is None or hydra.sweeper.get("_target_") != TARGET:
+    if hydra is None or hydra.sweeper.get("_target_") != SWEEPER_TARGET:
         raise ConfigError(
             "callbacks.optuna_pruning reports to an Optuna trial, so it runs only in an Optuna search: "
             "python -m image_transfer.train -m hparams_search=<name> (or drop callbacks.optuna_pruning)."
