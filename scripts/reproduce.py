@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from image_transfer import CONFIG_DIR, PROJECT_ROOT
 from image_transfer.files import write_atomically, write_csv
 from image_transfer.markdown import table
+from image_transfer.models.metric_names import VAL_ACC
 from image_transfer.runs.environment import git_commit
 
 SETS_FILE = CONFIG_DIR / "reproductions.yaml"
@@ -120,8 +121,8 @@ def result_row(row: dict, run_dir: Path, commit: str) -> dict:
         metrics = json.loads(metrics_file.read_text())
         values |= {
             "train_acc": metrics.get("train/acc"),
-            "val_acc": metrics.get("val/acc"),
-            "val_acc_std": metrics.get("val/acc_std", ""),
+            "val_acc": metrics.get(VAL_ACC),
+            "val_acc_std": metrics.get(f"{VAL_ACC}_std", ""),  # a cross-validation's spread over its folds
             "wall_time_s": metrics.get("wall_time_s"),
             "train_images_per_s": metrics.get("train/images_per_s"),
             "device": metrics.get("device"),

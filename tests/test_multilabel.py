@@ -12,8 +12,9 @@ import torch
 
 from image_transfer.eval import evaluate
 from image_transfer.export import export
+from image_transfer.models.metric_names import direction
 from image_transfer.predict import predict
-from image_transfer.sweeps.objective import direction, logged_metrics
+from image_transfer.sweeps.objective import logged_metrics
 from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.files import read_csv

@@ -16,7 +16,8 @@ from image_transfer.models.backbones import build_backbone
 from image_transfer.models.calibration import calibrated_log_probs, calibrated_probs, loss_of
 from image_transfer.models.decision import decide
 from image_transfer.models.losses import LOSSES, classification_loss
-from image_transfer.models.metrics import MULTI_LABEL, SINGLE_LABEL, stage_metrics
+from image_transfer.models.metric_names import MULTI_LABEL, SINGLE_LABEL
+from image_transfer.models.metrics import stage_metrics
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 

@@ -5,7 +5,7 @@ Single-label: acc, f1 (macro), balanced_acc (macro recall: what accuracy hides u
 recall_<class>; auroc and (not in training, whose batches are augmented and mixed) ece, the expected calibration error
 of the top label. Multi-label, where each class is a yes/no decision: acc (the share of right decisions), exact_match
 (images with every class right), f1 (macro) and f1_<class>; map (mean average precision), auroc and ece (of every
-class's probability).
+class's probability). The names themselves: models/metric_names.py.
 """
 
 from __future__ import annotations
@@ -24,11 +24,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from image_transfer.models.calibration import BINS
 
-# The headline metrics of each stage by name (every class's own, recall_<class> / f1_<class>, besides), and those
-# where lower is better: what a sweep may optimise (sweeps/objective.py) and the progress bar shows.
-SINGLE_LABEL = ("acc", "f1", "balanced_acc", "auroc", "ece")
-MULTI_LABEL = ("acc", "exact_match", "f1", "map", "auroc", "ece")
-LOWER_IS_BETTER = ("loss", "ece")
+# Their names and which way is better live in models/metric_names.py, a module without torchmetrics.
 
 
 def stage_metrics(stage: str, class_names: list[str], multi_label: bool) -> tuple[MetricCollection, MetricCollection]:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from image_transfer.data.audit import duplicate_summary
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_json
+from image_transfer.models.metric_names import mode
 from image_transfer.runs.build import build_model, build_tester, build_trainer, seed_run
 from image_transfer.runs.calibrate import calibrate, check_calibration, tested_decision
 from image_transfer.runs.class_names import write_class_names
@@ -57,7 +58,7 @@ def without_validation(cfg: DictConfig) -> DictConfig:
     with open_dict(cfg):
         for callback in (cfg.get("callbacks") or {}).values():
             if callback is not None and str(callback.get("monitor", "")).startswith("val/"):
-                callback.monitor, callback.mode = "epoch", "max"
+                callback.monitor, callback.mode = "epoch", mode("epoch")
         cfg.test = bool(cfg.get("test") and cfg.data.get("test_csv"))
         cfg.optimized_metric = None
     return cfg

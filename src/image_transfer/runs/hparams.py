@@ -14,8 +14,7 @@ import math
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
-# The metrics of a session; test/acc only where the run was tested.
-SESSION_METRICS = ("val/acc_best", "val/acc", "val/loss", "test/acc")
+from image_transfer.models.metric_names import SESSION_METRICS
 
 
 def finetune_strategy(unfreeze_at_epochs) -> str:

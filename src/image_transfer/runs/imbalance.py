@@ -43,8 +43,8 @@ def warn_if_imbalanced(classes: list[tuple[int, ...]], class_names: list[str]) -
             "imbalanced classes: %s of the %d training images. Accuracy can look good while such a class is missed; "
             "see val/balanced_acc and val/recall_<class> (multi-label: val/f1_<class>). Options: "
             "data.sampler=balanced, model.class_weights=auto, model.loss=focal; "
-            "callbacks.model_checkpoint.monitor=val/balanced_acc (or val/f1) with mode=max to keep the best "
-            "checkpoint by it.",
+            "callbacks.model_checkpoint.monitor=val/balanced_acc (or val/f1) to keep the best checkpoint by it "
+            "(its mode follows the metric).",
             shares,
             images,
         )

@@ -8,7 +8,7 @@ import math
 from omegaconf import DictConfig
 
 from image_transfer.errors import ConfigError
-from image_transfer.models.metrics import LOWER_IS_BETTER, MULTI_LABEL, SINGLE_LABEL
+from image_transfer.models.metric_names import MULTI_LABEL, SINGLE_LABEL, VAL_ACC_BEST
 from image_transfer.runs.failures import in_multirun
 
 
@@ -18,15 +18,10 @@ def logged_metrics(multi_label: bool) -> frozenset[str]:
     tests/test_optuna_search.py and tests/test_multilabel.py."""
     names = ("loss", *(MULTI_LABEL if multi_label else SINGLE_LABEL))
     logged = [f"{stage}/{name}" for stage in ("train", "val", "test") for name in names]
-    return frozenset(logged + ["val/acc_best"]) - {"train/ece"}
+    return frozenset(logged + [VAL_ACC_BEST]) - {"train/ece"}
 
 
 LOGGED_METRICS = logged_metrics(False) | logged_metrics(True)
-
-
-def direction(metric: str) -> str:
-    """Losses and the calibration error are minimised, every other logged metric (accuracy, F1, AUROC) maximised."""
-    return "minimize" if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "maximize"
 
 
 def check_objective(cfg: DictConfig) -> None:

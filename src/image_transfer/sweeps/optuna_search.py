@@ -27,10 +27,11 @@ from optuna.trial import Trial, TrialState
 
 from image_transfer.errors import UserError
 from image_transfer.files import write_atomically
+from image_transfer.models.metric_names import direction
 from image_transfer.runs.failures import error_line
 from image_transfer.sweeps import search_space
 from image_transfer.sweeps.job_records import write_error
-from image_transfer.sweeps.objective import check_objective, direction
+from image_transfer.sweeps.objective import check_objective
 from image_transfer.sweeps.search_outputs import write_search_outputs
 from image_transfer.sweeps.storage import open_storage, storage_fault, storage_url
 
