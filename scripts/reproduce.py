@@ -22,6 +22,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from image_transfer import CONFIG_DIR, PROJECT_ROOT
+from image_transfer.callbacks.finetune_config import finetune
 from image_transfer.files import write_atomically, write_csv
 from image_transfer.markdown import table
 from image_transfer.models.metric_names import VAL_ACC
@@ -105,13 +106,12 @@ def result_row(row: dict, run_dir: Path, commit: str) -> dict:
         "run_dir": str(run_dir),
         "commit": commit,
     }
-    hydra_file, config_file = run_dir / ".hydra" / "hydra.yaml", run_dir / ".hydra" / "config.yaml"
-    if hydra_file.is_file():
-        choices = OmegaConf.load(hydra_file).hydra.runtime.choices
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if config_file.is_file():
         config = OmegaConf.load(config_file)
         values |= {
             "model": config.model.backbone,
-            "finetune": choices.get("finetune"),
+            "finetune": finetune(config).strategy,
             "epochs": config.trainer.max_epochs,
             "image_size": config.model.image_size,
             "folds": (config.data.get("folds") or "") if config.data.get("fold") is None else "",

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from image_transfer.runs.hparams import finetune_strategy
+from image_transfer.callbacks.finetune_config import CUSTOM, finetune
+from image_transfer.runs.hparams import run_hparams
 from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.tensorboard import load, runs, sessions
@@ -46,8 +47,12 @@ def test_no_placeholder_metric_and_learning_rates_per_named_group_and_step(logge
     assert not [k for k in on_disk if k.startswith("lr-")]  # a curve, not a final metric
 
 
-@pytest.mark.parametrize(
-    ("epochs", "name"), [([], "frozen"), ([0], "full"), ([2], "freeze_unfreeze"), ([1, 2, 3], "gradual")]
-)
-def test_the_strategy_is_named_from_its_schedule(epochs, name):
-    assert finetune_strategy(epochs) == name
+@pytest.mark.parametrize("name", ["frozen", "full", "freeze_unfreeze", "gradual"])
+def test_the_strategy_is_recorded_by_its_name(name, tmp_path):
+    cfg = compose_config("train", tmp_path, [f"finetune={name}", "finetune.unfreeze_at_epochs=[1,4]"])
+    assert run_hparams(cfg)["finetune"] == name  # by name, whatever its epochs
+
+
+def test_a_schedule_of_ones_own_without_a_name_is_custom(tmp_path):
+    cfg = compose_config("train", tmp_path, ["finetune=freeze_unfreeze", "~finetune.strategy"])
+    assert (run_hparams(cfg)["finetune"], finetune(cfg).unfreeze_at_epochs) == (CUSTOM, (2,))

@@ -6,6 +6,7 @@ import logging
 
 from omegaconf import DictConfig
 
+from image_transfer.callbacks.finetune_config import finetune
 from image_transfer.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def feature_views(cfg: DictConfig) -> int:
     option = cfg.data.get("feature_cache", "auto")
     if option not in ("auto", True, False):
         raise ConfigError(f"data.feature_cache={option!r}: use auto, true or false.")
-    unfreeze = list(cfg.get("finetune", {}).get("unfreeze_at_epochs") or [])
+    unfreeze = list(finetune(cfg).unfreeze_at_epochs)
     model, trainer = cfg.model, cfg.trainer
     obstacles = [
         (unfreeze, f"the backbone trains from epoch {min(unfreeze or [0])} (finetune.unfreeze_at_epochs={unfreeze})"),

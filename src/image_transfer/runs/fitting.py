@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from image_transfer.callbacks.finetune_config import finetune
 from image_transfer.data.audit import duplicate_summary
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_json
@@ -39,7 +40,7 @@ def refuse_meaningless(cfg: DictConfig) -> None:
                 f"trainer.max_epochs={epochs} trains nothing: set trainer.max_epochs=1 or more "
                 "(debug=fast_dev_run runs one batch of each stage to check the wiring)."
             )
-    unfreeze = cfg.get("finetune", {}).get("unfreeze_at_epochs") or []
+    unfreeze = finetune(cfg).unfreeze_at_epochs
     late = [e for e in unfreeze if trainer.get("max_epochs") and e >= trainer.max_epochs]
     if late and not trainer.get("fast_dev_run"):
         log.warning(
@@ -90,7 +91,7 @@ def fit(cfg: DictConfig, restart: bool = False, parent: list = ()) -> dict:
     datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(
         cfg,
-        first_callbacks=[instantiate(cfg.finetune.callback)],
+        first_callbacks=[finetune(cfg).schedule()],
         loggers=build_loggers(cfg, parent),
         **({} if datamodule.validates else {"limit_val_batches": 0, "num_sanity_val_steps": 0}),
     )

@@ -14,30 +14,20 @@ import math
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from omegaconf import DictConfig
 
+from image_transfer.callbacks.finetune_config import finetune
 from image_transfer.models.metric_names import SESSION_METRICS
-
-
-def finetune_strategy(unfreeze_at_epochs) -> str:
-    """The strategy's name from its schedule (configs/finetune/*.yaml are all one rule with other epochs)."""
-    epochs = list(unfreeze_at_epochs or [])
-    if not epochs:
-        return "frozen"
-    if epochs == [0]:
-        return "full"
-    return "freeze_unfreeze" if len(epochs) == 1 else "gradual"
 
 
 def run_hparams(cfg: DictConfig) -> dict[str, float | int | str | bool]:
     """The settings that decide a result, as scalar values TensorBoard can sort and filter by."""
-    model, data, finetune = cfg.model, cfg.data, cfg.get("finetune") or {}
+    model, data, schedule = cfg.model, cfg.data, finetune(cfg)
     optimizer = model.get("optimizer") or {}
     ema = (cfg.get("callbacks") or {}).get("ema")
-    unfreeze = list(finetune.get("unfreeze_at_epochs") or [])
     fold = data.get("fold")
     return {
         "backbone": str(model.backbone),
-        "finetune": finetune_strategy(unfreeze),
-        "unfreeze_at_epochs": ",".join(map(str, unfreeze)) or "never",
+        "finetune": schedule.strategy,
+        "unfreeze_at_epochs": ",".join(map(str, schedule.unfreeze_at_epochs)) or "never",
         "lr": float(optimizer.get("lr", math.nan)),
         "backbone_lr_factor": float(model.get("backbone_lr_factor", 1.0)),
         "weight_decay": float(optimizer.get("weight_decay", math.nan)),

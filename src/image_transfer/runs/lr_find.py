@@ -25,6 +25,7 @@ from lightning.pytorch.tuner import Tuner
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from image_transfer.callbacks.finetune_config import finetune
 from image_transfer.errors import ConfigError, UserError
 from image_transfer.files import write_atomically, write_json
 from image_transfer.runs.build import build_model, seed_run
@@ -97,7 +98,7 @@ def find_lr(cfg: DictConfig) -> dict:
     datamodule.check_split()
     datamodule.setup("fit")
     model = build_model(cfg, datamodule)
-    instantiate(cfg.finetune.callback).apply(model, epoch=0)
+    finetune(cfg).schedule().apply(model, epoch=0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info(
         "lr_find: %d steps from %g to %g, %d trainable parameters",
