@@ -1,7 +1,6 @@
 """scripts/benchmark.py writes every figure it promises (its timings are the script's to report, not a test's)."""
 
 import argparse
-import importlib.util
 import json
 import subprocess
 import sys
@@ -10,10 +9,9 @@ import pytest
 import torch
 
 from image_transfer import PROJECT_ROOT
+from tests.helpers.scripts import load_script
 
-spec = importlib.util.spec_from_file_location("benchmark_script", PROJECT_ROOT / "scripts" / "benchmark.py")
-benchmark_script = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(benchmark_script)
+benchmark_script = load_script("benchmark")
 
 
 def benchmark(tmp_path, *arguments: str) -> dict:

@@ -4,7 +4,6 @@ temperature and threshold travel from the checkpoint to eval, predict and the ON
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from collections import Counter
@@ -16,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from image_transfer import PROJECT_ROOT
 from image_transfer.data.dataset import SeededEpochSampler, balancing_weights
 from image_transfer.errors import ConfigError
 from image_transfer.eval import evaluate
@@ -35,6 +33,7 @@ from image_transfer.runs.imbalance import class_weights, warn_if_imbalanced
 from image_transfer.train import train
 from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.files import read_csv
+from tests.helpers.scripts import load_script
 
 
 def overconfident(seed: int, n: int = 3000, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -275,9 +274,7 @@ def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(cro
 
 
 def test_the_crossfit_script_scores_each_fold_with_a_temperature_fitted_on_the_others(cross_validated):
-    spec = importlib.util.spec_from_file_location("crossfit", PROJECT_ROOT / "scripts" / "crossfit_calibration.py")
-    crossfit = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(crossfit)
+    crossfit = load_script("crossfit_calibration")
     run_dir, _ = cross_validated
     folds = crossfit.held_out_logits(run_dir)
     sizes = [len(read_csv(run_dir / f"fold_{k}" / "val_split.csv")) for k in range(3)]

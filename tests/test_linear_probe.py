@@ -1,6 +1,5 @@
 """scripts/linear_probe.py: no fold is scored by a regression that saw its labels; the script runs end to end."""
 
-import importlib.util
 import subprocess
 import sys
 
@@ -9,10 +8,9 @@ import torch
 
 from image_transfer import PROJECT_ROOT
 from tests.helpers.configs import SHARED_DATA
+from tests.helpers.scripts import load_script
 
-spec = importlib.util.spec_from_file_location("linear_probe", PROJECT_ROOT / "scripts" / "linear_probe.py")
-linear_probe = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(linear_probe)
+linear_probe = load_script("linear_probe")
 
 
 def test_a_folds_own_labels_never_reach_its_predictions():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -15,10 +14,9 @@ import pytest
 from image_transfer import PROJECT_ROOT
 from tests.helpers.images import make_csv_dataset, make_dataset, make_folder_dataset, make_zip, snapshot
 from tests.helpers.mounts import fill, make_read_only, tmpfs
+from tests.helpers.scripts import load_script
 
-spec = importlib.util.spec_from_file_location("prepare_data", PROJECT_ROOT / "scripts" / "prepare_data.py")
-prepare_data = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(prepare_data)
+prepare_data = load_script("prepare_data")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ gets a 4xx with a reason and the service goes on, and scripts/load_test.py drive
 from __future__ import annotations
 
 import http.client
-import importlib.util
 import json
 import mimetypes
 import shutil
@@ -34,12 +33,11 @@ from tests.helpers.configs import QUICK, compose_config
 from tests.helpers.files import read_csv
 from tests.helpers.http import files, multipart, post, request
 from tests.helpers.images import CLASSES, blocks, save_oriented
+from tests.helpers.scripts import load_script
 from tests.test_multilabel_data import CLASSES as MULTI_LABEL
 from tests.test_multilabel_data import SETS, make_multilabel
 
-spec = importlib.util.spec_from_file_location("load_test_script", PROJECT_ROOT / "scripts" / "load_test.py")
-load_test = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(load_test)
+load_test = load_script("load_test")
 
 MAX_PIXELS = 1_000_000
 # Small limits to test them; a batch timeout long enough that concurrent requests share batches.
