@@ -137,3 +137,23 @@ def test_model_summary_counts_what_the_frozen_phase_trains(data, tmp_path, caplo
     assert len(re.findall(r"Trainable params", messages)) == 1  # Lightning's default summary is off
     assert re.search(rf"{re.escape(get_human_readable_count(trainable))}\s+Trainable params", messages)
     assert re.search(rf"{re.escape(get_human_readable_count(frozen))}\s+Non-trainable params", messages)
+
+
+def test_eval_and_predict_follow_trains_console_rule(data, tmp_path, capfd, caplog):
+    """stdout not a terminal (a log file, CI): plain progress lines in eval and predict as in train, no rich bar."""
+    from image_transfer.eval import main as eval_main
+    from image_transfer.predict import main as predict_main
+
+    train(compose_config("train", tmp_path / "run", [*QUICK, data]))
+    common = [f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'best.ckpt'}", "trainer.accelerator=cpu"]
+    images = data.removeprefix("data.root=") + "/images"
+    caplog.set_level(logging.INFO, logger="image_transfer.console.progress")
+    capfd.readouterr()
+    run_entry_point(eval_main, *common, f"hydra.run.dir={tmp_path / 'eval'}")
+    run_entry_point(predict_main, *common, f"source={images}", f"hydra.run.dir={tmp_path / 'p'}")
+    shown = "".join(capfd.readouterr())
+    # Lightning's table of test metrics stays; before, the rich bar was drawn as well ("Testing ━━━ 1/1 0:00:00 ...").
+    assert not re.search(r"(Testing|Predicting) ━", shown) and "\x1b[" not in shown, shown
+    lines = [r.getMessage() for r in caplog.records if r.name == "image_transfer.console.progress"]
+    assert "test batch 1/1" in lines and "predict batch 1/4" in lines, lines
+    assert (tmp_path / "p" / "predictions.csv").is_file()

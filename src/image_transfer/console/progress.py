@@ -1,5 +1,6 @@
-"""Training progress: Lightning's rich bar on a terminal, plain log lines elsewhere (CI, a log file, a SLURM job),
-where a bar redrawn many times a second would fill the log with control characters and half-drawn lines."""
+"""Progress of train, eval and predict (callbacks.progress_bar in each): Lightning's rich bar on a terminal, plain log
+lines elsewhere (CI, a log file, a SLURM job), where a bar redrawn many times a second would fill the log with control
+characters and half-drawn lines."""
 
 from __future__ import annotations
 
@@ -113,6 +114,11 @@ class PlainProgressBar(ProgressBar):
         self.has_dataloader_changed(dataloader_idx)
         if self._due():
             log.info(f"test batch {batch_idx + 1}/{_count(self.total_test_batches_current_dataloader)}")
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self.has_dataloader_changed(dataloader_idx)
+        if self._due():
+            log.info(f"predict batch {batch_idx + 1}/{_count(self.total_predict_batches_current_dataloader)}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Validation has run by now (Lightning >= 2.0), so val/* are this epoch's.
