@@ -1,5 +1,6 @@
 import pytest
-from omegaconf import OmegaConf
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
 
 from image_transfer import CONFIG_DIR
 from tests.helpers.configs import compose_config
@@ -84,3 +85,16 @@ def test_seed_zero_is_a_seed(tmp_path):
     assert os.environ["PL_GLOBAL_SEED"] == "0"
     seed_run(compose_config("train", tmp_path, ["seed=0"]))
     assert torch.equal(first, torch.rand(3))
+
+
+def test_resolving_a_train_config_creates_nothing(tmp_path):
+    """Resolvers only name things: the run dir and the sweep dir are claimed when a run starts (runs/run_dirs.py)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose("train", overrides=[f"paths.log_dir={tmp_path / 'logs'}"], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path / "named")  # ${hydra:runtime.output_dir} exists only in a running job
+    run_dir, sweep_dir, _ = (OmegaConf.select(cfg, f"hydra.{key}") for key in ("run.dir", "sweep.dir", "output_subdir"))
+    OmegaConf.to_container(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]), resolve=True)
+    assert run_dir.startswith(str(tmp_path / "logs" / "train" / "runs" / "20"))
+    assert sweep_dir.startswith(str(tmp_path / "logs" / "train" / "multiruns" / "20"))
+    assert list(tmp_path.iterdir()) == []

@@ -49,3 +49,18 @@ def test_in_process_finetune_sweep_runs_each_job_in_its_own_dir(made_up_data, tm
         f"paths.log_dir={tmp_path}",
     )
     check_jobs(tmp_path)
+
+
+def test_sweeps_named_alike_claim_their_own_dirs_and_jobs_follow(made_up_data, tmp_path):
+    # Both sweep dirs are named as in the same second; the second sweep's jobs must land in its own claimed dir.
+    same_second = "hydra.sweep.dir='${paths.log_dir}/train/multiruns/2026-01-01_00-00-00'"
+    args = ["-m", "debug=fast_dev_run", "model=cnn", "model.image_size=32", "data.batch_size=8", same_second]
+    for seed in (1, 2):
+        run_entry_point(
+            train_module.main, *args, f"seed={seed}", f"data.root={made_up_data.root}", f"paths.log_dir={tmp_path}"
+        )
+    sweeps = sorted((tmp_path / "train" / "multiruns").iterdir())
+    assert [s.name for s in sweeps] == ["2026-01-01_00-00-00", "2026-01-01_00-00-00_1"]
+    for seed, sweep in zip((1, 2), sweeps):
+        assert f"- seed={seed}" in (sweep / "0" / ".hydra" / "overrides.yaml").read_text()
+        assert (sweep / "0" / "metrics.json").is_file() and (sweep / "multirun.yaml").is_file()
