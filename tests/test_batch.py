@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.utilities import move_data_to_device
 from torch import nn
+from torch.utils.data._utils.pin_memory import pin_memory
 
 from image_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
 from image_transfer.data import ImageDataModule
@@ -73,6 +74,17 @@ def test_the_device_path_crosses_with_seeds_and_sizes_and_arrives_as_the_cpu_pat
     assert set_fields(augmented) == {"indices", "targets", "images"}
     cpu = first_batches(made_up_data.root, augment="light", augment_on="cpu")["train"]
     assert torch.equal(augmented.images, cpu.images) and torch.equal(augmented.indices, cpu.indices)
+
+
+def test_a_pinned_batch_stays_a_batch(monkeypatch):
+    """DataLoader(pin_memory=True) (on a GPU) pins what it knows and calls pin_memory() on anything else."""
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda tensor, *_: pinned.append(tensor) or tensor.clone())
+    batch = Batch(torch.arange(2), images=torch.zeros(2, 3, 4, 4, dtype=torch.uint8))
+    result = pin_memory(batch)
+    assert isinstance(result, Batch) and result.targets is None and result.features is None
+    assert {id(t) for t in pinned} == {id(batch.indices), id(batch.images)}
+    assert torch.equal(result.images, batch.images) and result.images is not batch.images
 
 
 def test_feature_loaders_give_features_and_the_images_they_stand_for_in_evaluation(made_up_data, frozen):

@@ -24,8 +24,10 @@ from torch.utils.data import default_collate
 
 @dataclass(eq=False)  # no generated __eq__: comparing tensors has no single truth value
 class Batch:
+    """One batch of samples, its parts named; the fields a loader leaves out are None (see above)."""
+
     indices: torch.Tensor
-    """(N,) int64: each sample's position in its dataset, the rows of its split's table in order; N is the batch size."""
+    """(N,) int64: each sample's position in its dataset (its row in the split's table); N is the batch size."""
     targets: torch.Tensor | None = None
     """Class indices (N,) int64, or multi-hot rows (N, C) float32 for multi-label data; None for unlabelled images."""
     images: torch.Tensor | None = None
