@@ -44,6 +44,7 @@ from torchvision.transforms.v2 import functional as F
 
 from image_transfer import CONFIG_DIR, PROJECT_ROOT
 from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.data.batch import collate
 from image_transfer.data.dataset import ImageDataset, SeededEpochSampler
 from image_transfer.data.image_store import PIXELS, load_images
 from image_transfer.data.transforms import train_transform
@@ -96,7 +97,7 @@ def main() -> None:
 
 class PilImages(Dataset):
     """A baseline: each access opens and decodes the file with PIL (as torchvision's ImageFolder), then applies
-    `transform` to the PIL image, or with `on_tensor` to its tensor."""
+    `transform` to the PIL image, or with `on_tensor` to its tensor; samples as ImageDataset's (data/batch.py)."""
 
     def __init__(self, paths: list[Path], labels: list[int], transform, on_tensor: bool):
         self.paths, self.labels, self.transform, self.on_tensor = paths, labels, transform, on_tensor
@@ -107,9 +108,8 @@ class PilImages(Dataset):
     def __getitem__(self, index: int):
         with Image.open(self.paths[index]) as file:
             image = file.convert("RGB")
-        if self.on_tensor:
-            return self.transform(F.pil_to_tensor(image)), self.labels[index]
-        return F.pil_to_tensor(self.transform(image)), self.labels[index]
+        image = self.transform(F.pil_to_tensor(image)) if self.on_tensor else F.pil_to_tensor(self.transform(image))
+        return {"indices": index, "images": image, "targets": self.labels[index]}
 
 
 def loader(args, scratch: Path, run_dir: Path) -> dict:
@@ -136,7 +136,8 @@ def loader(args, scratch: Path, run_dir: Path) -> dict:
                 kwargs = {"shuffle": True, "generator": torch.Generator().manual_seed(repeat)}
             else:
                 kwargs = {"sampler": SeededEpochSampler(len(dataset), 0, lambda repeat=repeat: repeat)}
-            rates[name].append(epoch_rate(DataLoader(dataset, args.batch_size, num_workers=args.workers, **kwargs)))
+            loader_ = DataLoader(dataset, args.batch_size, num_workers=args.workers, collate_fn=collate, **kwargs)
+            rates[name].append(epoch_rate(loader_))
             print(f"  {name}: {rates[name][-1]:.0f} img/s", flush=True)
     pil_rate, cache_rate = statistics.median(rates["pil"]), statistics.median(rates["cache"])
     tensor_rate = statistics.median(rates["pil_decode_tensor_augment"])
@@ -158,8 +159,8 @@ def loader(args, scratch: Path, run_dir: Path) -> dict:
 
 def epoch_rate(loader_: DataLoader) -> float:
     start, count = time.perf_counter(), 0
-    for images, _ in loader_:
-        count += len(images)
+    for batch in loader_:
+        count += len(batch.images)
     return count / (time.perf_counter() - start)
 
 
@@ -268,7 +269,7 @@ def epoch_memory(root: str, cache: str, cache_dir: str, batch_size: int) -> dict
     datamodule.setup("fit")
     setup_s = time.perf_counter() - start
     start = time.perf_counter()
-    seen = sum(len(labels) for _, labels in datamodule.train_dataloader())
+    seen = sum(len(batch.indices) for batch in datamodule.train_dataloader())
     return {
         "setup_s": round(setup_s, 1),
         "epoch_s": round(time.perf_counter() - start, 1),

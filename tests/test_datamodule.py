@@ -79,9 +79,9 @@ def test_hackathon_layout_with_train_folder(labelled, tmp_path):
 def test_batches_are_uint8_images_at_the_backbone_size(labelled, tmp_path):
     dm = ImageDataModule(root=str(labelled.root), subset=64, image_size=96, batch_size=8, augment="strong")
     dm.setup("fit")
-    images, labels = next(iter(dm.train_dataloader()))
-    assert images.shape == (8, 3, 96, 96) and images.dtype == torch.uint8
-    assert set(labels.tolist()) <= {0, 1}
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.images.shape == (8, 3, 96, 96) and batch.images.dtype == torch.uint8
+    assert set(batch.targets.tolist()) <= {0, 1}
     dm.save_split(tmp_path)
     reused = ImageDataModule(root=str(labelled.root), subset=64, val_split_csv=str(tmp_path / "val_split.csv"))
     reused.setup("validate")

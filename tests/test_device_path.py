@@ -7,6 +7,7 @@ import torch
 
 from image_transfer.callbacks.finetune import backbone_stages
 from image_transfer.data import ImageDataModule
+from image_transfer.data.batch import collate
 from image_transfer.data.dataset import ImageDataset
 from image_transfer.data.device_augment import DeviceAugment, padded_collate
 from image_transfer.models.classifier import ImageClassifier
@@ -38,13 +39,14 @@ def test_device_augmentation_draws_what_the_cpu_path_draws(mixed_sizes, augment)
     dm.setup("fit")
     on_cpu = dm.dataset("train")
     keys = [(i, 1000 + 7 * i) for i in range(len(on_cpu))]
-    expected = torch.stack([image for image, _ in on_cpu.__getitems__(keys)])
+    expected = collate(on_cpu.__getitems__(keys))
     raw = ImageDataset(on_cpu.images, on_cpu.positions, on_cpu.labels)  # what the device path's loader gives
     batch = padded_collate(raw.__getitems__(keys))
-    assert len({tuple(size) for size in batch[3].tolist()}) == 2  # both shapes in one padded batch
-    images, labels = DeviceAugment(on_cpu.transform)(batch)
-    assert images.dtype == torch.uint8 and labels.tolist() == on_cpu.labels
-    assert torch.equal(images, expected)
+    assert len({tuple(size) for size in batch.sizes.tolist()}) == 2  # both shapes in one padded batch
+    augmented = DeviceAugment(on_cpu.transform)(batch)
+    assert augmented.images.dtype == torch.uint8 and augmented.targets.tolist() == on_cpu.labels
+    assert torch.equal(augmented.images, expected.images) and torch.equal(augmented.indices, expected.indices)
+    assert augmented.seeds is None and augmented.sizes is None  # as the CPU path's batch
 
 
 def test_a_run_that_augments_on_the_device_matches_the_cpu_run(made_up_data, tmp_path):

@@ -49,7 +49,7 @@ def test_onnx_runtime_reproduces_pytorch_on_the_data_set_images(exported, traine
     session = OnnxClassifier.load(path)
     dm = datamodule_for(cfg, model)
     dm.setup("predict")
-    images = torch.cat([batch[0] for batch in dm.predict_dataloader()])[:37]
+    images = torch.cat([batch.images for batch in dm.predict_dataloader()])[:37]
     with torch.no_grad():
         expected, labels = (t.numpy() for t in Predictions(model)(images))
     for count in (1, 5, 37):  # a dynamic batch axis

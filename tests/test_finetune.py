@@ -10,6 +10,7 @@ from torch import nn
 
 from image_transfer.callbacks.finetune import FinetuneSchedule, backbone_stages
 from image_transfer.data import ImageDataModule
+from image_transfer.data.batch import Batch
 from image_transfer.models.classifier import ImageClassifier
 from tests.helpers.images import blocks
 
@@ -18,7 +19,7 @@ class Subject(NamedTuple):
     backbone: str
     pretrained: bool
     image_size: int
-    batch: tuple[torch.Tensor, torch.Tensor]  # uint8 images, labels
+    batch: Batch  # uint8 images, class indices
 
     def model(self, **kwargs) -> ImageClassifier:
         return ImageClassifier(
@@ -39,7 +40,7 @@ def subject(request) -> Subject:
         return Subject("efficientnet_lite0", True, 96, next(iter(dm.train_dataloader())))
     # timm's test_efficientnet: EfficientNet's stem, blocks, head conv and BatchNorms, with 0.1 M parameters.
     images = torch.stack([torch.from_numpy(np.array(blocks(i, (64, 64)))).permute(2, 0, 1) for i in range(16)])
-    return Subject("timm/test_efficientnet", False, 64, (images, torch.tensor([0, 1] * 8)))
+    return Subject("timm/test_efficientnet", False, 64, Batch(torch.arange(16), torch.tensor([0, 1] * 8), images))
 
 
 def one_step(model: ImageClassifier, batch) -> dict[str, torch.Tensor]:
@@ -47,7 +48,7 @@ def one_step(model: ImageClassifier, batch) -> dict[str, torch.Tensor]:
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = model.configure_optimizers()  # scheduler=None: the bare optimizer, all parameter groups
     model.train()
-    loss = nn.functional.cross_entropy(model(batch[0]), batch[1])
+    loss = nn.functional.cross_entropy(model(batch.images), batch.targets)
     loss.backward()
     optimizer.step()
     return before

@@ -129,5 +129,5 @@ def test_cached_and_in_memory_batches_are_the_same(made_up_data, tmp_path):
         dm.setup("fit")
         batches.append([next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))])
     (cached_train, cached_val), (memory_train, memory_val) = batches
-    assert torch.equal(cached_train[0], memory_train[0]) and torch.equal(cached_val[0], memory_val[0])
-    assert np.array_equal(cached_train[1], memory_train[1])
+    assert torch.equal(cached_train.images, memory_train.images) and torch.equal(cached_val.images, memory_val.images)
+    assert np.array_equal(cached_train.targets, memory_train.targets)

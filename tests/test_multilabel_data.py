@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import default_collate
 
 from image_transfer.audit import run_audit
 from image_transfer.data import ImageDataModule
 from image_transfer.data.audit import audit, duplicate_summary
+from image_transfer.data.batch import collate
 from image_transfer.data.dataset import FeatureDataset
 from image_transfer.data.splitting import read_split_names
 from image_transfer.data.table import DataError
@@ -218,23 +218,23 @@ def multi_hot(table) -> torch.Tensor:
 def test_batches_carry_float_multi_hot_targets(multi):
     dm = datamodule(multi[0], "tags", augment_on="cpu")
     dm.setup("fit")
-    images, targets = next(iter(dm.train_dataloader()))
-    assert images.dtype == torch.uint8 and targets.dtype == torch.float32 and targets.shape == (8, 3)
-    assert torch.equal(torch.cat([t for _, t in dm.val_dataloader()]), multi_hot(dm.val_table))
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.images.dtype == torch.uint8 and batch.targets.dtype == torch.float32 and batch.targets.shape == (8, 3)
+    assert torch.equal(torch.cat([b.targets for b in dm.val_dataloader()]), multi_hot(dm.val_table))
 
-    # The device path: (images, targets, seeds, sizes) cross; the device augments the images, keeps the targets.
+    # The device path: images, targets, seeds and sizes cross; the device augments the images, keeps the targets.
     device = datamodule(multi[0], "tags", augment_on="device")
     device.setup("fit")
     batch = next(iter(device.train_dataloader()))
-    assert batch[1].shape == (8, 3) and batch[1].dtype == torch.float32
-    assert device._device_augment(batch)[1] is batch[1]
+    assert batch.targets.shape == (8, 3) and batch.targets.dtype == torch.float32
+    assert device._device_augment(batch).targets is batch.targets
 
-    # Cached features: training items (features, target), evaluation items (features, target, image).
+    # Cached features: training samples of one view's features, evaluation samples of every view's and the image.
     labels = dm.dataset("val").labels
     features = FeatureDataset(torch.zeros(len(labels), 2, 5), labels, flip=True, images=dm.dataset("val"))
-    trained = default_collate([features[(i, 100 + i)] for i in range(4)])
-    assert trained[0].shape == (4, 5) and torch.equal(trained[1], multi_hot(dm.val_table)[:4])
-    assert torch.equal(features[0][1], multi_hot(dm.val_table)[0])
+    trained = collate([features[(i, 100 + i)] for i in range(4)])
+    assert trained.features.shape == (4, 5) and torch.equal(trained.targets, multi_hot(dm.val_table)[:4])
+    assert torch.equal(features[0]["targets"], multi_hot(dm.val_table)[0])
 
 
 # ---- files --------------------------------------------------------------------------------------

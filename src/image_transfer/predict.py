@@ -85,7 +85,7 @@ def probabilities(model: ImageClassifier | OnnxClassifier, trainer, datamodule) 
     if isinstance(model, OnnxClassifier):
         datamodule.setup("predict")
         batches = datamodule.predict_dataloader()
-        return torch.cat([torch.from_numpy(model.probabilities(images.numpy())) for images, _ in batches])
+        return torch.cat([torch.from_numpy(model.probabilities(batch.images.numpy())) for batch in batches])
     return torch.cat(trainer.predict(model, datamodule=datamodule))
 
 

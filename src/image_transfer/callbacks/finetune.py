@@ -6,9 +6,9 @@ the top, one chunk at each epoch of `unfreeze_at_epochs`:
   full            [0]       everything trains from the start
   freeze_unfreeze [N]       head alone for N epochs, then everything (fastai's fine_tune)
   gradual         [a, b, c] the top third at a, two thirds at b, everything at c
-What is trainable is a pure function of the epoch, re-applied at every epoch start, so resuming
-from any checkpoint re-creates exactly the right state; parameter groups never change (the module
-puts every parameter in the optimizer from the start), so optimizer state and schedulers survive.
+What is trainable is a pure function of the epoch, re-applied at every epoch start through the module's own
+set_trainable, so resuming from any checkpoint re-creates exactly the right state; parameter groups never change
+(the module puts every parameter in the optimizer from the start), so optimizer state and schedulers survive.
 """
 
 from __future__ import annotations
@@ -52,12 +52,9 @@ class FinetuneSchedule(L.Callback):
         return [stages[i] for chunk in chunks[:reached] for i in chunk]
 
     def apply(self, pl_module: L.LightningModule, epoch: int) -> None:
-        pl_module.backbone.requires_grad_(False)
-        for stage in self.trainable_stages(backbone_stages(pl_module.backbone), epoch):
-            stage.requires_grad_(True)
-        pl_module.head.requires_grad_(True)
-        pl_module.bn_stats_frozen = not self.train_bn_stats
-        pl_module.train(pl_module.training)  # re-applies eval mode to BatchNorm that just froze
+        """Make the module trainable as at `epoch`, through its own set_trainable (which also sets BatchNorm modes)."""
+        stages = self.trainable_stages(backbone_stages(pl_module.backbone), epoch)
+        pl_module.set_trainable(stages, bn_stats_frozen=not self.train_bn_stats)
         self._log_counts(pl_module, epoch)
 
     def _log_counts(self, pl_module: L.LightningModule, epoch: int) -> None:

@@ -35,7 +35,7 @@ class TrainThroughput(L.Callback):
         if self.synchronize and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         now = time.perf_counter()
-        images, seconds = len(batch[1]), now - self._last
+        images, seconds = len(batch.indices), now - self._last
         self.images += images
         self.seconds += seconds
         self.epoch_images += images

@@ -6,7 +6,7 @@ What the rest of the package calls on it: `class_names`, `table` (every labelled
 training), `content_hashes(table)`, `folds_of(table)`, `save_split(dir)`, `serve_features(views, model)`,
 `name_column` / `label_column` (the columns prediction files use), `multi_label` / `label_delimiter` (several classes
 per image: batches then carry float multi-hot targets (N, C), not class indices (N,)), and Lightning's hooks and
-loaders."""
+loaders. Every loader gives data/batch.py's Batch."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from image_transfer.data.batch import collate as collate_samples
 from image_transfer.data.dataset import (
     FeatureDataset,
     ImageDataset,
@@ -329,7 +330,8 @@ class ImageDataModule(L.LightningDataModule):
                 table = table.subset(keep)
                 setattr(self, f"{kind}_table", table)
             transform = train_transform(size, self.hparams.augment) if kind == "train" else eval_transform(size)
-            self._datasets[kind] = source, ImageDataset(images, [rows[i] for i in keep], self._targets(table), transform)
+            targets = self._targets(table) if kind != "predict" else None  # predicting: unlabelled images
+            self._datasets[kind] = source, ImageDataset(images, [rows[i] for i in keep], targets, transform)
 
     def _targets(self, table: ImageTable) -> list[int] | torch.Tensor:
         """What batches carry per image: its class index; multi-label, a float multi-hot row (C,) as BCE takes it,
@@ -372,7 +374,7 @@ class ImageDataModule(L.LightningDataModule):
         return FeatureDataset(features, images.labels, images=images)
 
     def _loader(self, kind: str) -> DataLoader:
-        dataset, collate, device = self.dataset(kind), None, self._device()
+        dataset, collate, device = self.dataset(kind), collate_samples, self._device()
         if self.feature_views and kind != "predict":
             dataset = self._feature_dataset(kind)
         elif kind == "train" and self._augments_on_device(device):

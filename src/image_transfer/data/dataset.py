@@ -11,16 +11,22 @@ from torch.utils.data import Dataset, DistributedSampler
 
 
 class ImageDataset(Dataset):
-    """(image, label) of the images at `positions` of a store (disk cache or memory), transformed per access. A label
-is a class index, or for multi-label data a float multi-hot row (C,) of the `labels` tensor (N, C).
+    """Samples (dicts keyed by batch.Batch's fields: `collate` stacks them) of the images at `positions` of a store
+    (disk cache or memory), transformed per access: indices, images and targets. A target is a class index, or for
+    multi-label data a float multi-hot row (C,) of the `labels` tensor (N, C); labels=None (unlabelled images, to
+    predict) gives no targets.
 
     Keys are indices, or (index, seed) pairs from SeededEpochSampler: the random transform then draws from the CPU
     generator seeded with `seed` alone, whenever and in whichever process it runs. A training set without a
-    transform (augmentation on the device: device_augment.py) gives (image, label, seed), the image as cached.
+    transform (augmentation on the device: device_augment.py) gives the image as cached, with its seed.
     """
 
     def __init__(
-        self, images: Sequence[torch.Tensor], positions: list[int], labels: list[int] | torch.Tensor, transform=None
+        self,
+        images: Sequence[torch.Tensor],
+        positions: list[int],
+        labels: list[int] | torch.Tensor | None,
+        transform=None,
     ):
         self.images, self.positions, self.labels, self.transform = images, positions, labels, transform
 
@@ -30,19 +36,24 @@ is a class index, or for multi-label data a float multi-hot row (C,) of the `lab
     def image(self, index: int) -> torch.Tensor:
         return self.images[self.positions[index]]
 
-    def __getitem__(self, key: int | tuple[int, int]):
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
         return self.__getitems__([key])[0]
 
-    def __getitems__(self, keys: list) -> list:
-        """A batch of items (the DataLoader asks for whole batches): one fork of the generator per batch, not per
+    def __getitems__(self, keys: list) -> list[dict]:
+        """A batch of samples (the DataLoader asks for whole batches): one fork of the generator per batch, not per
         image (see transform_seeded)."""
         if not keys or not isinstance(keys[0], tuple):
-            return [(self.transform(self.image(i)), self.labels[i]) for i in keys]
+            return [self.sample(i, images=self.transform(self.image(i))) for i in keys]
         if self.transform is None:
-            return [(self.image(i), self.labels[i], seed) for i, seed in keys]
+            return [self.sample(i, images=self.image(i), seeds=seed) for i, seed in keys]
         indices, seeds = zip(*keys)
         images = transform_seeded(self.transform, (self.image(i) for i in indices), seeds)
-        return [(image, self.labels[i]) for image, i in zip(images, indices)]
+        return [self.sample(i, images=image) for image, i in zip(images, indices)]
+
+    def sample(self, index: int, **fields) -> dict:
+        """The sample at `index` with these fields, its index and (labelled) its target."""
+        labelled = {"targets": self.labels[index]} if self.labels is not None else {}
+        return {"indices": index, **labelled, **fields}
 
 
 def transform_seeded(transform, images: Iterable[torch.Tensor], seeds: Iterable[int]) -> list[torch.Tensor]:
@@ -62,10 +73,10 @@ def transform_seeded(transform, images: Iterable[torch.Tensor], seeds: Iterable[
 class FeatureDataset(Dataset):
     """Cached backbone features (V views, F values per image: the image, then its mirror) in place of images.
 
-    Training keys (index, seed) give (features (F,), label) of one view: with `flip` the mirror exactly when the
+    Training keys (index, seed) give samples of one view's features (F,): with `flip` the mirror exactly when the
     image path's RandomHorizontalFlip would mirror the image under the same seed, else the image's own. Evaluation
-    indices give (features (V, F), label, image), the image (eval-transformed) for the pictures of misclassified
-    ones. Labels as ImageDataset's: class indices, or multi-hot rows.
+    indices give every view's (V, F), with the image (eval-transformed) for the pictures of misclassified ones.
+    Targets as ImageDataset's: class indices, or multi-hot rows.
     """
 
     def __init__(
@@ -76,13 +87,14 @@ class FeatureDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: int | tuple[int, int]):
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
         if isinstance(key, int):
-            return self.features[key], self.labels[key], self.images[key][0]
+            shown = self.images[key]["images"]
+            return {"indices": key, "targets": self.labels[key], "features": self.features[key], "images": shown}
         index, seed = key
         # RandomHorizontalFlip mirrors when its first draw, torch.rand(1), is below 0.5.
         mirrored = self.flip and bool(torch.rand(1, generator=torch.Generator().manual_seed(seed)) < 0.5)
-        return self.features[index, int(mirrored)], self.labels[index]
+        return {"indices": index, "targets": self.labels[index], "features": self.features[index, int(mirrored)]}
 
 
 class SeededEpochSampler(DistributedSampler):

@@ -10,29 +10,30 @@ image alike); the ops then run on the device tensors.
 from __future__ import annotations
 
 import torch
-from torch.utils.data import default_collate
 
+from image_transfer.data.batch import Batch, collate
 from image_transfer.data.dataset import transform_seeded
 
 
-def padded_collate(items: list[tuple[torch.Tensor, int | torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
-    """(images, labels, seeds, sizes): images of different sizes padded to the largest of the batch, each true
-    (height, width) in `sizes` (the device crops the padding off before augmenting); labels collated as the CPU
-    path's (class indices (N,), or multi-hot targets (N, C))."""
-    images, labels, seeds = zip(*items)
+def padded_collate(samples: list[dict]) -> Batch:
+    """Samples of cached images with their seeds as one Batch: images of different sizes padded to the largest of
+    the batch, each true (height, width) in `sizes` (the device crops the padding off before augmenting); the other
+    fields collated as the CPU path's (targets: class indices (N,), or multi-hot rows (N, C))."""
+    images = [sample["images"] for sample in samples]
     height, width = max(i.shape[1] for i in images), max(i.shape[2] for i in images)
-    batch = torch.zeros(len(images), images[0].shape[0], height, width, dtype=torch.uint8)
-    for slot, image in zip(batch, images):
+    padded = torch.zeros(len(images), images[0].shape[0], height, width, dtype=torch.uint8)
+    for slot, image in zip(padded, images):
         slot[:, : image.shape[1], : image.shape[2]] = image
-    sizes = torch.tensor([i.shape[1:] for i in images])
-    return batch, default_collate(labels), torch.tensor(seeds, dtype=torch.int64), sizes
+    rest = collate([{name: value for name, value in sample.items() if name != "images"} for sample in samples])
+    return rest.replace(images=padded, sizes=torch.tensor([i.shape[1:] for i in images]))
 
 
 class DeviceAugment:
     def __init__(self, transform):
         self.transform = transform
 
-    def __call__(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels, seeds, sizes = batch
-        unpadded = (image[:, :height, :width] for image, (height, width) in zip(images, sizes.tolist()))
-        return torch.stack(transform_seeded(self.transform, unpadded, seeds.tolist())), labels
+    def __call__(self, batch: Batch) -> Batch:
+        """The batch as the CPU path gives it: its images augmented from their seeds, padding, seeds and sizes gone."""
+        unpadded = (image[:, :height, :width] for image, (height, width) in zip(batch.images, batch.sizes.tolist()))
+        augmented = torch.stack(transform_seeded(self.transform, unpadded, batch.seeds.tolist()))
+        return batch.replace(images=augmented, seeds=None, sizes=None)

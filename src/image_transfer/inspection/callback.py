@@ -29,6 +29,7 @@ from image_transfer.files import write_atomically
 from image_transfer.inspection import figures
 from image_transfer.inspection.activation_maps import grad_cam
 from image_transfer.inspection.examples import EpochExamples, LabelSetExamples
+from image_transfer.models.classifier import StepOutput
 
 log = logging.getLogger(__name__)
 
@@ -83,32 +84,33 @@ class Inspection(L.Callback):
             return LabelSetExamples(len(self.class_names), wrong)
         return EpochExamples(len(self.class_names), wrong, right_per_class)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(self, trainer, pl_module, outputs: StepOutput, batch, batch_idx, dataloader_idx=0):
         if self._collecting is not None and not trainer.sanity_checking:
             self._collect(outputs)
 
-    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_test_batch_end(self, trainer, pl_module, outputs: StepOutput, batch, batch_idx, dataloader_idx=0) -> None:
         self._collect(outputs)
 
-    def _collect(self, outputs: dict) -> None:
-        if outputs["probs"].shape[1] != len(self.class_names):
+    def _collect(self, step: StepOutput) -> None:
+        if step.probs.shape[1] != len(self.class_names):
             raise ConfigError(
                 f"callbacks.inspection.class_names has {len(self.class_names)} names, the model "
-                f"{outputs['probs'].shape[1]} classes: set it to data.class_names (the default)."
+                f"{step.probs.shape[1]} classes: set it to data.class_names (the default)."
             )
         if isinstance(self._collecting, LabelSetExamples):
-            self._collecting.add(outputs["inputs"], outputs["targets"], outputs["probs"], outputs["predicted"])
+            self._collecting.add(step.shown, step.targets, step.probs, step.predicted)
         else:
-            self._collecting.add(outputs["inputs"], outputs["targets"], outputs["probs"])
+            self._collecting.add(step.shown, step.targets, step.probs)
 
     # ---- per epoch ---------------------------------------------------------------------------------
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs: dict, batch, batch_idx) -> None:
         if self._augmented_pending:
             self._augmented_pending = False
-            if outputs["inputs"] is None:
+            step: StepOutput = outputs["step"]  # see ImageClassifier.training_step
+            if step.shown is None:
                 log.info("no augmented_samples picture: training batches hold cached features, not images")
                 return
-            self._draw_augmented(trainer, outputs["inputs"][: self.augmented], outputs["targets"][: self.augmented])
+            self._draw_augmented(trainer, step.shown[: self.augmented], step.targets[: self.augmented])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self._collecting is None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import NamedTuple
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -11,6 +14,7 @@ from torch import nn
 from torchmetrics import ConfusionMatrix, MaxMetric
 from torchvision.transforms import v2
 
+from image_transfer.data.batch import Batch
 from image_transfer.errors import ConfigError
 from image_transfer.models.backbones import build_backbone
 from image_transfer.models.calibration import calibrated_log_probs, calibrated_probs, loss_of
@@ -22,11 +26,22 @@ from image_transfer.models.metrics import stage_metrics
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
 
 
+class StepOutput(NamedTuple):
+    """What a training, validation or test step gave, for callbacks (inspection/callback.py draws from it)."""
+
+    loss: torch.Tensor
+    shown: torch.Tensor | None  # the images the model saw (after MixUp/CutMix), or that cached features stand for
+    targets: torch.Tensor  # of `shown`: soft when mixed; multi-hot (N, C) for multi-label data
+    probs: torch.Tensor  # class probabilities (N, C)
+    predicted: torch.Tensor  # the predicted classes (N,); multi-label: (N, C) bool
+
+
 class ImageClassifier(L.LightningModule):
     """Carries its class names (hparams.class_names, label order) into every checkpoint; None only in checkpoints
-    written before they did. Takes uint8 image batches (N, 3, H, W), normalised with the backbone's own statistics,
-    or the backbone's cached features of them (data/feature_cache.py: (N, F) to train on; (N, views, F) to
-    evaluate: the image's, then its mirror's).
+    written before they did. Steps take data/batch.py's Batch: its cached backbone features when it has them
+    (data/feature_cache.py: one view per image to train on; the image's and its mirror's to evaluate), else its uint8
+    images (N, 3, H, W), normalised with the backbone's own statistics. forward (ONNX export, Grad-CAM) and
+    `probabilities` take images alone.
 
     mixup_alpha / cutmix_alpha > 0 mix training batches (one of the two per batch when both are set);
     tta_flip averages the probabilities of each image and its mirror image in validation, test and predict.
@@ -36,7 +51,7 @@ class ImageClassifier(L.LightningModule):
     The `temperature` buffer (fitted after training, runs/calibrate.py) and `decision` (models/decision.py) apply
     wherever the model predicts: validation, test, predict and its ONNX export.
     compile=true compiles the backbone in place (nn.Module.compile): checkpoints keep their keys and the finetune
-    schedule still finds its stages.
+    schedule still finds its stages. What trains is set through `set_trainable` (callbacks/finetune.py).
 
     `optimizer` and `scheduler` are Hydra configs with `_partial_: true` (kept as plain dicts so
     checkpoints stay loadable); the scheduler partial receives total_steps and phase_starts.
@@ -118,7 +133,7 @@ class ImageClassifier(L.LightningModule):
         mixers = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
         mixers += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
         self.mix = v2.RandomChoice(mixers) if mixers else None
-        self.bn_stats_frozen = False  # set by the finetune schedule: all backbone BatchNorm statistics fixed
+        self._bn_stats_frozen = False  # every backbone BatchNorm's statistics fixed (set_trainable)
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # kept in checkpoints, so a resumed run remembers its best epoch
         self.confusion_matrices: dict[str, list[list[int]]] = {}
@@ -129,9 +144,9 @@ class ImageClassifier(L.LightningModule):
         # Checkpoints written before models carried a temperature: uncalibrated.
         checkpoint["state_dict"].setdefault("temperature", torch.ones_like(self.temperature))
 
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits of uint8 images (N, 3, H, W) or of their cached features (N, F)."""
-        return self.head(inputs if inputs.ndim == 2 else self.embed(inputs))
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, C) of uint8 images (N, 3, H, W)."""
+        return self.head(self.embed(images))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The backbone's features (batch, num_features) of uint8 images."""
@@ -140,6 +155,16 @@ class ImageClassifier(L.LightningModule):
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(x)
+
+    def set_trainable(self, stages: Iterable[nn.Module], bn_stats_frozen: bool) -> None:
+        """Train the head and these backbone stages (callbacks/finetune.py's backbone_stages) only; bn_stats_frozen
+        fixes every backbone BatchNorm's statistics, trained or not. Applies the modes that follow at once."""
+        self.backbone.requires_grad_(False)
+        for stage in stages:
+            stage.requires_grad_(True)
+        self.head.requires_grad_(True)
+        self._bn_stats_frozen = bn_stats_frozen
+        self.train(self.training)  # BatchNorm that just froze goes to eval mode now, not at the next train()
 
     def train(self, mode: bool = True):
         """Keep BatchNorm layers whose parameters are frozen (or all, with bn_stats_frozen) in eval mode:
@@ -151,52 +176,63 @@ class ImageClassifier(L.LightningModule):
         elif mode:
             for module in self.backbone.modules():
                 if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-                    self.bn_stats_frozen or not any(p.requires_grad for p in module.parameters())
+                    self._bn_stats_frozen or not any(p.requires_grad for p in module.parameters())
                 ):
                     module.eval()
         return self
 
     # ---- steps ---------------------------------------------------------------------------------
-    def view_logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Logits (N, views, C) of images or their cached features (N, views, F): the image's, and with tta_flip
-        its mirror's."""
-        if inputs.ndim == 3:
-            views = inputs.unbind(1)[: 1 + self.hparams.tta_flip]
-        else:
-            views = (inputs, inputs.flip(-1)) if self.hparams.tta_flip else (inputs,)
+    def view_logits(self, batch: Batch) -> torch.Tensor:
+        """Logits (N, views, C) of an evaluation batch: the image's, and with tta_flip its mirror's; from its cached
+        features (N, views, F) when it has them, else from its images."""
+        if batch.features is not None:
+            views = batch.features.unbind(1)[: 1 + self.hparams.tta_flip]
+            return torch.stack([self.head(view).float() for view in views], dim=1)
+        return self.image_view_logits(batch.images)
+
+    def image_view_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits (N, views, C) of uint8 images: the image's, and with tta_flip its mirror's."""
+        views = (images, images.flip(-1)) if self.hparams.tta_flip else (images,)
         return torch.stack([self(view).float() for view in views], dim=1)
 
-    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Calibrated class probabilities (N, C) of images or their cached features; with tta_flip, the mean of the
-        image's and its mirror's. Multi-label: each class's own."""
-        return calibrated_probs(self.view_logits(inputs), self.temperature, self.hparams.multi_label)
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities (N, C) of uint8 images; with tta_flip, the mean of the image's and its
+        mirror's. Multi-label: each class's own. What ONNX export and serving compute (as OnnxClassifier does)."""
+        return calibrated_probs(self.image_view_logits(images), self.temperature, self.hparams.multi_label)
+
+    def batch_probabilities(self, batch: Batch) -> torch.Tensor:
+        """`probabilities` of an evaluation batch: of its cached features when it has them, else of its images."""
+        return calibrated_probs(self.view_logits(batch), self.temperature, self.hparams.multi_label)
 
     def decide(self, probs: torch.Tensor) -> torch.Tensor:
         """Predicted classes under the model's decision rule (the most probable class without one); multi-label:
         which classes each image has (N, C), bool."""
         return decide(probs, self.hparams.get("decision"), self.hparams.multi_label)
 
-    def _step(self, batch, stage: str) -> dict[str, torch.Tensor]:
-        """The loss, and for callbacks (the pictures) what the model received and gave back: its inputs (after
-        MixUp/CutMix; with cached features, the evaluation images they stand for, None in training), their targets
-        (soft when mixed; multi-hot for multi-label data), the class probabilities and the predicted classes."""
-        images, labels = batch[:2]
-        targets = labels
+    def _step(self, batch: Batch, stage: str) -> StepOutput:
+        """The loss and metrics of a batch, and what callbacks draw: see StepOutput. In training the features (one
+        view each) or the images (mixed with MixUp/CutMix) give the logits; in evaluation every view of them does."""
+        labels = targets = batch.targets
+        shown = batch.images  # beside cached features: the evaluation images they stand for (None in training)
         if stage == "train":
-            if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
-                images, targets = self.mix(images.float(), labels)
-                labels = targets.argmax(dim=1)
-            logits, hp = self(images), self.hparams
+            hp = self.hparams
+            if batch.features is not None:
+                logits = self.head(batch.features)
+            else:
+                if self.mix is not None:  # soft targets; metrics count each mixed image's dominant label
+                    shown, targets = self.mix(batch.images.float(), labels)
+                    labels = targets.argmax(dim=1)
+                logits = self(shown)
             loss = classification_loss(
                 logits, targets, hp.loss, self.class_weight, hp.label_smoothing, hp.focal_gamma, hp.multi_label
             )
             probs = logits.detach().float()
             probs = probs.sigmoid() if hp.multi_label else probs.softmax(dim=1)
         elif self.hparams.multi_label:
-            probs = self.probabilities(images)
+            probs = self.batch_probabilities(batch)
             loss = loss_of(probs, labels)
         else:  # in log space, as trained
-            log_probs = calibrated_log_probs(self.view_logits(images), self.temperature)
+            log_probs = calibrated_log_probs(self.view_logits(batch), self.temperature)
             loss = F.nll_loss(log_probs, labels)
             probs = log_probs.exp()
         predicted = self.decide(probs)
@@ -217,20 +253,22 @@ class ImageClassifier(L.LightningModule):
             batch_size=len(labels),
             sync_dist=True,
         )
-        shown = batch[2] if len(batch) > 2 else images if images.ndim == 4 else None
-        return {"loss": loss, "inputs": shown, "targets": targets.detach(), "probs": probs, "predicted": predicted}
+        return StepOutput(loss, shown, targets.detach(), probs, predicted)
 
-    def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+    def training_step(self, batch: Batch, batch_idx: int) -> dict:
+        # Lightning takes a tensor or a dict with "loss" from training_step (any object from the evaluation steps);
+        # it passes the dict on to on_train_batch_end, so callbacks find the StepOutput under "step".
+        step = self._step(batch, "train")
+        return {"loss": step.loss, "step": step}
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx: int) -> StepOutput:
         return self._step(batch, "val")
 
-    def test_step(self, batch, batch_idx):
+    def test_step(self, batch: Batch, batch_idx: int) -> StepOutput:
         return self._step(batch, "test")
 
-    def predict_step(self, batch, batch_idx):
-        return self.probabilities(batch[0])
+    def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        return self.batch_probabilities(batch)
 
     # ---- epoch ends ----------------------------------------------------------------------------
     def on_train_epoch_end(self):

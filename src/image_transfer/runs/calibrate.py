@@ -10,6 +10,7 @@ import logging
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import move_data_to_device
 from omegaconf import DictConfig
 
 from image_transfer.errors import ConfigError
@@ -45,8 +46,8 @@ def validation_logits(model: ImageClassifier, datamodule, trainer: L.Trainer) ->
     outputs, labels = [], []
     with trainer.precision_plugin.forward_context():
         for batch in datamodule.val_dataloader():
-            outputs.append(model.view_logits(batch[0].to(model.device)).float().cpu())
-            labels.append(torch.as_tensor(batch[1]))
+            outputs.append(model.view_logits(move_data_to_device(batch, model.device)).float().cpu())
+            labels.append(batch.targets)
     return torch.cat(outputs), torch.cat(labels)
 
 
