@@ -29,11 +29,14 @@ train: $(VENV)/.installed | $(DATA)
 reproduce: $(VENV)/.installed | $(DATA)
 	$(PY) scripts/reproduce.py --set $(SET) $(ARGS)
 
-test: $(VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+# One pytest-xdist worker per core, a test file per worker at a time (its module fixtures are made once).
+PARALLEL := -n auto --dist loadfile
 
-test-fast: $(VENV)/.installed   # tests on synthetic images: no ../shared, no network, about 6 minutes
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed   # no ../shared, no processes or servers started, single fits: under a minute
+	$(PY) -m pytest -m "not slow" $(PARALLEL) $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -5,28 +5,37 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+import torch
 
 from image_transfer.cpu_memory import keep_freed_memory
 from tests.helpers.configs import SHARED_DATA
 from tests.helpers.images import add_copies, make_dataset
 
+CACHE_DIR = pytest.StashKey[Path]()
 keep_freed_memory()  # as the entry points do: in-process training runs page-fault less
 
 
-@pytest.fixture(scope="session", autouse=True)
-def test_cache_dir() -> Iterator[Path]:
-    """The tests' own disk cache of decoded images and features (shared by this session's tests and the processes
-    they start), never the user's <project>/.cache; removed at the end, since a full run fills it with ~0.7 GB."""
-    folder = Path(tempfile.mkdtemp(prefix="image_transfer_test_cache_"))
-    os.environ["IMAGE_TRANSFER_CACHE_DIR"] = str(folder)
-    yield folder
-    os.environ.pop("IMAGE_TRANSFER_CACHE_DIR", None)
-    shutil.rmtree(folder, ignore_errors=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests' own disk cache of decoded images and features, never the user's <project>/.cache: made once by the
+    controlling process and inherited by pytest-xdist's workers and every process the tests start, so each image is
+    decoded once per test run however the tests are spread."""
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        config.stash[CACHE_DIR] = Path(tempfile.mkdtemp(prefix="image_transfer_test_cache_"))
+        os.environ["IMAGE_TRANSFER_CACHE_DIR"] = str(config.stash[CACHE_DIR])
+    if hasattr(config, "workerinput"):  # xdist runs one worker per core: a second thread each would only contend
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"  # and the processes the tests start alike
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A full run fills the cache with ~0.7 GB: removed at the end."""
+    if CACHE_DIR in config.stash:
+        os.environ.pop("IMAGE_TRANSFER_CACHE_DIR", None)
+        shutil.rmtree(config.stash[CACHE_DIR], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

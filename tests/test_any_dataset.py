@@ -66,6 +66,7 @@ def test_predictions_name_the_classes(trained):
     assert {r[label] for r in rows} <= set(OTHER_CLASSES) and {r[true] for r in rows} == set(OTHER_CLASSES)
 
 
+@pytest.mark.slow  # eval, predict and export of each layout
 def test_eval_predict_and_export_take_the_classes_from_the_model(trained, tmp_path):
     ckpt = trained.run_dir / "checkpoints" / "best.ckpt"
     # eval with no data options: the checkpoint's own data settings, and what its run tested on (a test/ folder, or
@@ -164,6 +165,7 @@ def test_csv_columns_default_to_the_first_two_and_index_labels_get_names(tmp_pat
     assert Counter(named.table.labels) == {0: 20, 1: 20, 2: 20}
 
 
+@pytest.mark.slow  # eval, predict and export of each layout
 def test_a_checkpoint_without_class_names_loads_with_the_configured_ones(trained, tmp_path, caplog):
     saved = torch.load(trained.run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     del saved["hyper_parameters"]["class_names"]  # as checkpoints were written before the classes travelled
@@ -208,6 +210,7 @@ def test_training_without_data_to_train_on_says_what_to_give(tmp_path):
         train(compose_config("train", tmp_path, [*QUICK, "data=checkpoint"]))
 
 
+@pytest.mark.slow  # three fits
 def test_cross_validation_of_class_folders_names_the_classes(tmp_path):
     root = make_folder_dataset(tmp_path / "d", per_class=8)
     metrics = train(

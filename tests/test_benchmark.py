@@ -21,6 +21,7 @@ def benchmark(tmp_path, *arguments: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # the script's process, timing loaders
 def test_loader_scale_and_gpu_figures(made_up_data, tmp_path):
     results = benchmark(
         tmp_path,

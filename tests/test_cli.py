@@ -1,5 +1,8 @@
 """The entry points as a user runs them: user errors as one message with exit status 1, runs started at once in
-their own dirs, and a resume hint only where there is something to resume."""
+their own dirs, and a resume hint only where there is something to resume.
+
+Each user error runs in this process (the entry point's main, as `python -m` runs it: its SystemExit and stderr);
+what only a process shows (its exit status, no traceback, signals, two processes at once) runs in one (slow)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from image_transfer import eval as eval_module
+from image_transfer import predict as predict_module
+from image_transfer import train as train_module
+from tests.helpers.configs import run_entry_point
 from tests.helpers.images import make_dataset
-
-pytestmark = pytest.mark.slow  # each case starts a Python process that imports torch and Lightning
 
 QUICK = ["model=cnn", "finetune=full", "model.image_size=32", "data.batch_size=8", "trainer.accelerator=cpu"]
 
@@ -60,15 +65,27 @@ def run(module: str, *args: str, env: dict | None = None) -> subprocess.Complete
         "predict-missing-checkpoint",
     ],
 )
-def test_user_errors_are_one_message_and_exit_status_1(tmp_path, data, module, overrides, message):
+def test_user_errors_are_one_message_and_exit_status_1(tmp_path, data, module, overrides, message, capsys):
     options = QUICK if module == "image_transfer.train" else ["trainer.accelerator=cpu"]
-    result = run(module, f"data.root={data}", *options, *overrides, f"paths.log_dir={tmp_path}")
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr and message in result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    main = {"image_transfer.train": train_module, "image_transfer.eval": eval_module}.get(module, predict_module).main
+    with pytest.raises(SystemExit) as exited:
+        run_entry_point(main, f"data.root={data}", *options, *overrides, f"paths.log_dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1, stderr[-2000:]
+    assert "Traceback" not in stderr and message in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and message in errors[0]
 
 
+@pytest.mark.slow  # a Python process that imports torch and Lightning
+def test_a_user_error_ends_the_process_with_one_message_and_exit_status_1(tmp_path, data):
+    result = run("image_transfer.train", f"data.root={data}", *QUICK, "data.folds=1", f"paths.log_dir={tmp_path}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "data.folds=1: use 2 or more folds" in errors[0]
+
+
+@pytest.mark.slow
 def test_the_full_traceback_is_one_switch_away(tmp_path, data):
     result = run(
         "image_transfer.train",
@@ -81,6 +98,7 @@ def test_the_full_traceback_is_one_switch_away(tmp_path, data):
     assert result.returncode == 1 and "Traceback" in result.stderr and "data.folds=1" in result.stderr
 
 
+@pytest.mark.slow
 def test_two_trainings_started_at_once_get_their_own_run_dirs(tmp_path, data):
     # Both name their dir as in the same second, deterministically: the default's template with a fixed time.
     same_second = "hydra.run.dir='${run_dir:null,${paths.log_dir}/train/runs/2026-01-01_00-00-00}'"
@@ -99,6 +117,7 @@ def test_two_trainings_started_at_once_get_their_own_run_dirs(tmp_path, data):
         assert len(writers) == 1
 
 
+@pytest.mark.slow
 def test_sigterm_before_any_finished_epoch_does_not_suggest_resuming(tmp_path, data):
     kill = [
         "+callbacks.kill._target_=tests.test_kill_resume.KillAt",

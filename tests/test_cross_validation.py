@@ -64,7 +64,11 @@ class CrossValidated(NamedTuple):
     options: list[str]  # every override of the run
 
 
-@pytest.fixture(scope="module", params=["made_up_cnn", pytest.param("real", marks=pytest.mark.slow)])
+@pytest.fixture(
+    scope="module",
+    # Slow either way: several fits.
+    params=[pytest.param("made_up_cnn", marks=pytest.mark.slow), pytest.param("real", marks=pytest.mark.slow)],
+)
 def cross_validated(request, tmp_path_factory) -> CrossValidated:
     if request.param == "real":
         request.getfixturevalue("shared_data")

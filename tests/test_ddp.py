@@ -100,10 +100,23 @@ def rank_pid(launcher_pid: int, rank: int) -> int:
 
 # Lightning's own handler broadcast from inside the signal handler: with the ranks at different collectives
 # (here at the checkpoint written as the epoch ends), a killed run could hang for ever instead of stopping.
+def interrupted_run(made_up_data) -> list[str]:
+    return [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=4", "finetune.unfreeze_at_epochs=[1]"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(made_up_data, tmp_path_factory) -> dict:
+    """The metrics of the run the signalled ones are killed in, run to its end (one for both ranks' cases)."""
+    whole = tmp_path_factory.mktemp("whole")
+    run(*interrupted_run(made_up_data), f"hydra.run.dir={whole}")
+    return metrics_without_timings(whole)
+
+
 @pytest.mark.parametrize("signalled", [0, 1], ids=["rank0", "rank1"])
-def test_sigterm_to_any_rank_stops_every_rank_and_resume_continues_exactly(made_up_data, tmp_path, signalled):
-    common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=4", "finetune.unfreeze_at_epochs=[1]"]
-    run(*common, f"hydra.run.dir={tmp_path / 'whole'}")
+def test_sigterm_to_any_rank_stops_every_rank_and_resume_continues_exactly(
+    made_up_data, uninterrupted, tmp_path, signalled
+):
+    common = interrupted_run(made_up_data)
     killed = tmp_path / "killed"
     command = [sys.executable, "-m", "image_transfer.train", *common, f"hydra.run.dir={killed}"]
     process = subprocess.Popen(
@@ -121,4 +134,4 @@ def test_sigterm_to_any_rank_stops_every_rank_and_resume_continues_exactly(made_
     assert process.returncode == 128 + signal.SIGTERM, stderr[-2000:]
     assert not (killed / "metrics.json").exists()
     run(*common, f"hydra.run.dir={killed}", f"resume={killed}")
-    assert metrics_without_timings(killed) == metrics_without_timings(tmp_path / "whole")
+    assert metrics_without_timings(killed) == uninterrupted

@@ -179,6 +179,7 @@ def decided(made_up_data, tmp_path_factory):
     return run_dir, train(cfg), data
 
 
+@pytest.mark.slow  # a fit, eval, predict, export
 def test_the_threshold_and_temperature_travel_unchanged_to_eval_predict_and_onnx(decided, tmp_path):
     run_dir, metrics, data = decided
     threshold, temperature = metrics["decision/threshold"], metrics["calibration/temperature"]
@@ -217,6 +218,7 @@ def test_the_threshold_and_temperature_travel_unchanged_to_eval_predict_and_onnx
     assert labels_follow(at_half, 0.5)
 
 
+@pytest.mark.slow  # a fit with a picked threshold
 def test_a_checkpoint_from_before_calibration_loads_uncalibrated(decided, tmp_path):
     run_dir, _, _ = decided
     saved = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
@@ -233,6 +235,7 @@ def test_picking_a_threshold_without_validation_is_refused_before_training(made_
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow  # three fits
 def test_a_balanced_run_with_class_weights_focal_loss_and_best_balanced_accuracy_resumes_exactly(
     made_up_data, tmp_path
 ):
@@ -256,6 +259,7 @@ def cross_validated(made_up_data, tmp_path_factory):
     return run_dir, train(compose_config("train", run_dir, overrides + ["decision.at_least=0.8"]))
 
 
+@pytest.mark.slow  # three fits
 def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(cross_validated):
     tmp_path, metrics = cross_validated
     threshold = metrics["decision/threshold"]
@@ -273,6 +277,7 @@ def test_cross_validation_picks_one_threshold_on_the_out_of_fold_predictions(cro
     )
 
 
+@pytest.mark.slow  # three fits
 def test_the_crossfit_script_scores_each_fold_with_a_temperature_fitted_on_the_others(cross_validated):
     crossfit = load_script("crossfit_calibration")
     run_dir, _ = cross_validated

@@ -49,6 +49,7 @@ def test_device_augmentation_draws_what_the_cpu_path_draws(mixed_sizes, augment)
     assert augmented.seeds is None and augmented.sizes is None  # as the CPU path's batch
 
 
+@pytest.mark.slow  # two fits
 def test_a_run_that_augments_on_the_device_matches_the_cpu_run(made_up_data, tmp_path):
     metrics = {}
     for where in ("cpu", "device"):

@@ -89,6 +89,7 @@ def _predict(tmp_path, ckpt_path: str, *overrides: str) -> list[dict]:
     return read_csv(predict(cfg))
 
 
+@pytest.mark.slow  # two fits
 def test_predict_averages_the_probabilities_of_several_checkpoints(two_checkpoints, tmp_path):
     (one, two), data = two_checkpoints
     first, second = (_predict(tmp_path, str(p), *data) for p in (one, two))
@@ -101,6 +102,7 @@ def test_predict_averages_the_probabilities_of_several_checkpoints(two_checkpoin
     assert first != second
 
 
+@pytest.mark.slow  # two fits
 def test_submission_format(two_checkpoints, tmp_path):
     (one, _), data = two_checkpoints
     rows = _predict(tmp_path, str(one), "probabilities=false", "tta_flip=true", *data)

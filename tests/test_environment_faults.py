@@ -66,6 +66,7 @@ def test_a_failed_write_names_its_file_and_leaves_the_earlier_one_whole(tmp_path
         assert [p.name for p in disk.iterdir()] == ["metrics.json"]  # no temporary file left behind
 
 
+@pytest.mark.slow  # a fit per cache kind
 @pytest.mark.parametrize("full_at", ["images", "features"])
 def test_a_cache_dir_without_room_falls_back_to_memory_with_a_warning(tmp_path, data, caplog, full_at):
     frozen = [f"data.root={data}", *QUICK, "finetune=frozen", "data.augment=none"]  # features are cached too
@@ -124,6 +125,7 @@ def test_a_read_only_cache_dir_is_refused_before_training(read_only, data, tmp_p
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow  # a fit, then an export
 def test_an_export_to_a_full_disk_names_the_file_and_the_option_that_moves_it(tmp_path, data, capsys):
     train(compose_config("train", tmp_path / "run", [f"data.root={data}", *QUICK]))
     with tmpfs(tmp_path / "disk", 16 * KIB) as disk, pytest.raises(SystemExit) as exited:
@@ -190,6 +192,7 @@ def test_a_writer_thread_that_meets_a_full_disk_leaves_the_report_to_the_main_th
     assert [type(error) for error in reported] == [ValueError]
 
 
+@pytest.mark.slow  # a search on a full disk
 def test_a_search_whose_storage_has_no_room_names_it_and_how_to_continue(tmp_path, data, capsys):
     with tmpfs(tmp_path / "storage", 8 * KIB) as storage, pytest.raises(SystemExit) as exited:
         run_entry_point(

@@ -46,6 +46,7 @@ def frozen_runs(made_up_data, tmp_path_factory):
     return runs
 
 
+@pytest.mark.slow  # two fits
 def test_training_on_cached_features_is_the_run_on_images(frozen_runs):
     (images_dir, on_images), (features_dir, on_features) = frozen_runs["false"], frozen_runs["true"]
     for key in ("val/acc", "val/acc_best", "test/acc", "train/acc"):
@@ -64,6 +65,7 @@ def test_training_on_cached_features_is_the_run_on_images(frozen_runs):
     assert (features_dir / "plots" / "misclassified_last.png").is_file()  # the evaluation images still travel
 
 
+@pytest.mark.slow  # two fits
 def test_the_checkpoint_of_a_feature_run_predicts_from_images(frozen_runs, made_up_data, tmp_path):
     run_dir, metrics = frozen_runs["true"]
     checkpoint = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=True)

@@ -24,6 +24,7 @@ def logged_run(made_up_data, tmp_path_factory):
     return run_dir
 
 
+@pytest.mark.slow  # a fit with every logger
 def test_the_session_holds_the_settings_and_the_metrics_of_metrics_json(logged_run):
     on_disk = json.loads((logged_run / "metrics.json").read_text())
     (session,) = sessions(logged_run)

@@ -87,6 +87,7 @@ def build_in_process(root, cache_dir, queue):
     queue.put((str(images.folder), images[7].numpy().tobytes()))
 
 
+@pytest.mark.slow  # two processes
 def test_two_processes_building_at_once_leave_one_whole_entry(data, tmp_path):
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()

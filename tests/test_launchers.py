@@ -19,6 +19,7 @@ from tests.helpers.files import metrics_without_timings, read_csv
 COMMAND = [sys.executable, "-m", "image_transfer.train", *QUICK]
 
 
+@pytest.mark.slow  # submitit's job processes
 def test_a_two_job_sweep_through_submitit_local_completes_both_runs(made_up_data, tmp_path):
     sweep = tmp_path / "sweep"
     overrides = ["hydra/launcher=local", f"data.root={made_up_data.root}", "seed=1,2", f"hydra.sweep.dir={sweep}"]

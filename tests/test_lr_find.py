@@ -64,6 +64,7 @@ class CrashOnce(L.Callback):
             raise RuntimeError("simulated crash")
 
 
+@pytest.mark.slow  # an LR search, then a fit
 def test_lr_find_then_trains_with_it_on_the_freeze_schedule(data, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="image_transfer")
     logged = [o for o in TINY_EFFICIENTNET if o not in ("~logger", "callbacks.lr_monitor=null")]  # TensorBoard too
@@ -100,6 +101,7 @@ def test_lr_find_then_stop_trains_nothing(data, tmp_path, capsys):
     assert not re.search(r" lr_find(er\.\w+)?=", command)  # the finder's own options are left out
 
 
+@pytest.mark.slow  # two fits
 def test_a_resumed_run_reuses_the_found_lr(data, tmp_path, caplog):
     crash = ["+callbacks.crash._target_=tests.test_lr_find.CrashOnce", "+callbacks.crash.epoch=1"]
     run = [*QUICK, data, *FIND, "trainer.max_epochs=2", *crash, f"+callbacks.crash.marker={tmp_path}/crashed"]

@@ -42,6 +42,7 @@ def sets_follow(rows: list[dict], thresholds: list[float], column: str = "tags")
     return True
 
 
+@pytest.mark.slow  # a fit, eval, predict, export
 def test_a_multilabel_csv_trains_and_every_path_predicts_the_same_label_sets(trained, tmp_path):
     run_dir, metrics, root = trained
     thresholds = metrics["decision/thresholds"]

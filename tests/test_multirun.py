@@ -38,6 +38,7 @@ def test_finetune_sweep_runs_each_job_in_its_own_dir(tmp_path):
     check_jobs(tmp_path)
 
 
+@pytest.mark.slow  # a sweep
 def test_in_process_finetune_sweep_runs_each_job_in_its_own_dir(made_up_data, tmp_path):
     run_entry_point(
         train_module.main,
@@ -51,6 +52,7 @@ def test_in_process_finetune_sweep_runs_each_job_in_its_own_dir(made_up_data, tm
     check_jobs(tmp_path)
 
 
+@pytest.mark.slow  # two sweeps
 def test_sweeps_named_alike_claim_their_own_dirs_and_jobs_follow(made_up_data, tmp_path):
     # Both sweep dirs are named as in the same second; the second sweep's jobs must land in its own claimed dir.
     same_second = "hydra.sweep.dir='${paths.log_dir}/train/multiruns/2026-01-01_00-00-00'"

@@ -43,6 +43,7 @@ def test_runs_started_together_never_share_a_dir(tmp_path):
     assert sorted(claimed) == [base, f"{base}_1", f"{base}_2", f"{base}_3"]
 
 
+@pytest.mark.slow  # two fits
 def test_a_fresh_run_refuses_a_dir_that_holds_another_run(tmp_path, data):
     run(tmp_path, data)
     before = (tmp_path / "metrics.json").read_bytes()
@@ -51,6 +52,7 @@ def test_a_fresh_run_refuses_a_dir_that_holds_another_run(tmp_path, data):
     assert (tmp_path / "metrics.json").read_bytes() == before
 
 
+@pytest.mark.slow  # two fits
 def test_resuming_a_finished_run_changes_nothing(tmp_path, data):
     first = run(tmp_path, data)
     files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
@@ -65,6 +67,7 @@ def test_resume_without_a_finished_epoch_says_there_is_nothing_to_resume(tmp_pat
         run(tmp_path, data, f"resume={tmp_path}")
 
 
+@pytest.mark.slow  # two fits
 def test_a_moved_run_dir_resumes_where_it_now_is(tmp_path, data):
     first = run(tmp_path / "a", data, "trainer.max_epochs=2")
     shutil.copytree(tmp_path / "a", tmp_path / "b")

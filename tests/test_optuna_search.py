@@ -46,6 +46,7 @@ def job_dir_times(sweep_dir) -> dict:
     return {p.parent.name: p.stat().st_mtime_ns for p in sweep_dir.glob("*/.hydra/config.yaml")}
 
 
+@pytest.mark.slow  # two searches
 def test_search_writes_its_results_and_the_same_command_continues_it(made_up_data, tmp_path):
     sweep_dir = tmp_path / "search"
     command = [*SEARCH, f"data.root={made_up_data.root}", f"hydra.sweep.dir={sweep_dir}"]
@@ -86,6 +87,7 @@ def test_search_writes_its_results_and_the_same_command_continues_it(made_up_dat
     assert [job["num"] for job in summary["jobs"]] == [0, 1, 2] and summary["ok"] == 3
 
 
+@pytest.mark.slow  # two searches
 def test_failed_and_pruned_trials_are_recorded_and_a_search_without_a_completed_trial_fails(
     made_up_data, tmp_path, capsys
 ):

@@ -39,7 +39,8 @@ class CheckResumedState(L.Callback):
             self.done = True
 
 
-@pytest.mark.parametrize("data", ["made_up_tiny_efficientnet", pytest.param("real", marks=pytest.mark.slow)])
+@pytest.mark.slow  # three fits
+@pytest.mark.parametrize("data", ["made_up_tiny_efficientnet", "real"])
 def test_resume_after_unfreeze_continues_exactly(tmp_path, data, request):
     if data == "real":
         request.getfixturevalue("shared_data")

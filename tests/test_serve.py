@@ -138,6 +138,7 @@ def same(answer: dict, other: dict) -> bool:
     return close and answer["class"] == other["class"]
 
 
+@pytest.mark.slow  # starts the service's processes
 @pytest.mark.parametrize("kind", KINDS)
 def test_answers_are_predicts_csv(kind, services, predicted, pictures):
     answers = {}
@@ -157,6 +158,7 @@ def test_answers_are_predicts_csv(kind, services, predicted, pictures):
     assert abs(tagged["emergency"] - untagged["emergency"]) > 1e-3
 
 
+@pytest.mark.slow  # starts the service's processes
 @pytest.mark.parametrize("kind", KINDS)
 def test_multipart_files_are_answered_as_a_list_in_their_order(kind, services, pictures):
     url, images = services[kind], [(pictures / n).read_bytes() for n in ("0.jpg", "tagged.jpg", "grid.png", "1.jpg")]
@@ -167,6 +169,7 @@ def test_multipart_files_are_answered_as_a_list_in_their_order(kind, services, p
     assert len(several) == 4 and all(same(a, b) for a, b in zip(several, singles))
 
 
+@pytest.mark.slow  # starts the service's processes
 def test_concurrent_requests_each_get_their_own_images_answers(services, pictures):
     """Requests sent at once share batches (LitServe's dynamic batching): single images, multipart files and images
     that cannot be decoded, whose refusal must not fail the others."""
@@ -262,6 +265,7 @@ BAD_INPUT = {
 }
 
 
+@pytest.mark.slow  # starts the service's processes
 @pytest.mark.parametrize("case", BAD_INPUT, ids=list(BAD_INPUT))
 def test_bad_input_gets_a_4xx_with_a_reason_and_the_next_request_is_served(case, services):
     body, kind, status, reason = BAD_INPUT[case]
@@ -273,12 +277,14 @@ def test_bad_input_gets_a_4xx_with_a_reason_and_the_next_request_is_served(case,
     assert post(url, GOOD, "image/jpeg").status == 200
 
 
+@pytest.mark.slow  # starts the service's processes
 def test_an_upload_over_the_limit_is_refused_by_its_declared_length(services):
     status, body = declared_only(services["ckpt"], 2 * 2**20)
     assert status == 413 and "2097152 bytes, over the limit of max_upload_mb=1" in json.loads(body)["detail"]
     assert post(services["ckpt"], GOOD, "image/jpeg").status == 200
 
 
+@pytest.mark.slow  # starts the service's processes
 def test_health_docs_and_openapi(services):
     url = services["onnx"]
     assert request(url, path="/health") == (200, b"ok")
@@ -289,6 +295,7 @@ def test_health_docs_and_openapi(services):
     assert {"image/*", "application/octet-stream", "multipart/form-data"} <= body.keys()
 
 
+@pytest.mark.slow  # starts the service's processes
 def test_it_listens_on_127_0_0_1_alone_by_default(services):
     port = urlsplit(services["ckpt"]).port
     socket.create_connection(("127.0.0.1", port), timeout=5).close()
@@ -298,6 +305,7 @@ def test_it_listens_on_127_0_0_1_alone_by_default(services):
         socket.create_connection(("127.0.0.2", everywhere.getsockname()[1]), timeout=5).close()
 
 
+@pytest.mark.slow  # starts the service's processes
 def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(models, tmp_path):
     serve, log_dir = [sys.executable, "-m", "image_transfer.serve"], f"paths.log_dir={tmp_path}"
     # The service as run where LitServe is not installed: importing it fails as it would then.
@@ -321,6 +329,7 @@ def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(model
         assert len(errors) == 1 and message in errors[0], stderr[-3000:]
 
 
+@pytest.mark.slow  # starts the service's processes
 def test_the_load_test_script_reports_every_level(services, pictures, tmp_path):
     out = tmp_path / "load.json"
     arguments = ["--url", services["onnx"], "--images", str(pictures), "--clients", "1", "3", "--seconds", "1"]

@@ -46,6 +46,7 @@ def test_a_job_that_fails_at_run_time_does_not_stop_the_sweep(tmp_path):
     check_summary(tmp_path / "sweep", ["ok", "failed", "ok"], "unknown backbone model.backbone=no_such_net")
 
 
+@pytest.mark.slow  # a sweep
 def test_in_process_sweep_runs_every_job_summarises_them_and_exits_non_zero(made_up_data, tmp_path, capsys):
     sweep_dir = tmp_path / "sweep"
     with pytest.raises(SystemExit) as exited:
@@ -65,6 +66,7 @@ def test_in_process_sweep_runs_every_job_summarises_them_and_exits_non_zero(made
     assert "overrides: " in (sweep_dir / "1" / "error.txt").read_text()  # the full traceback, with its overrides
 
 
+@pytest.mark.slow  # a sweep
 def test_a_job_whose_metric_is_not_finite_fails(made_up_data, tmp_path, capsys):
     """A diverged run (here: an infinite learning rate) hands its sweeper no NaN: the job fails and says why."""
     sweep_dir = tmp_path / "sweep"

@@ -102,6 +102,7 @@ def served_run(tracking_server, made_up_data, tmp_path_factory):
     return cfg, metrics, client, only_run(client, str(run_dir.resolve()))
 
 
+@pytest.mark.slow  # a real MLflow server
 def test_a_run_on_a_tracking_server_holds_the_settings_and_the_metrics_of_metrics_json(served_run):
     cfg, metrics, _, run = served_run
     on_disk = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
@@ -112,6 +113,7 @@ def test_a_run_on_a_tracking_server_holds_the_settings_and_the_metrics_of_metric
         assert run.data.metrics[key] == pytest.approx(value, rel=1e-6), key
 
 
+@pytest.mark.slow  # a real MLflow server
 def test_metrics_are_logged_per_epoch_and_the_outputs_are_artifacts(served_run):
     cfg, metrics, client, run = served_run
     history = client.get_metric_history(run.info.run_id, "val/loss")
@@ -124,12 +126,14 @@ def test_metrics_are_logged_per_epoch_and_the_outputs_are_artifacts(served_run):
     assert json.loads(Path(saved).read_text())["val/loss"] == metrics["val/loss"]
 
 
+@pytest.mark.slow  # a real MLflow server
 def test_the_best_checkpoint_is_registered_under_the_name_given(served_run):
     _, _, client, run = served_run
     (version,) = client.search_model_versions("name = 'tiny'")
     assert version.run_id == run.info.run_id and version.source.endswith("/checkpoints")
 
 
+@pytest.mark.slow  # three fits
 def test_cross_validation_is_a_parent_run_with_a_child_per_fold(made_up_data, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     run_dir = tmp_path / "cv"
@@ -148,6 +152,7 @@ def test_cross_validation_is_a_parent_run_with_a_child_per_fold(made_up_data, tm
     assert (tmp_path / "artifacts").is_dir()  # a local store keeps artifacts beside its database, not in ./mlruns
 
 
+@pytest.mark.slow  # two fits
 def test_a_resumed_run_goes_on_in_its_tracked_run(made_up_data, tmp_path):
     store, run_dir = f"sqlite:///{tmp_path}/mlflow.db", tmp_path / "run"
     crash = ["+callbacks.crash._target_=tests.test_lr_find.CrashOnce", "+callbacks.crash.epoch=1"]
@@ -164,6 +169,7 @@ def test_a_resumed_run_goes_on_in_its_tracked_run(made_up_data, tmp_path):
     assert len(steps) == resumed["epochs"] + 1  # the crashed attempt's epoch, the resumed one's, the final value
 
 
+@pytest.mark.slow  # a sweep of two fits
 def test_each_job_of_a_sweep_is_a_run_tagged_with_the_sweep(made_up_data, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     sweep = ["model.optimizer.lr=0.001,0.003", "logger=mlflow", f"logger.mlflow.tracking_uri={store}"]
@@ -178,6 +184,7 @@ def test_each_job_of_a_sweep_is_a_run_tagged_with_the_sweep(made_up_data, tmp_pa
     assert runs["1"].info.run_name == f"multiruns/{sweep_dir.name}/1"
 
 
+@pytest.mark.slow  # a training process
 def test_a_dead_tracking_uri_stops_the_run_in_seconds_with_one_message(made_up_data, tmp_path):
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     command = [sys.executable, "-m", "image_transfer.train", *LOGGED, "logger=mlflow"]
@@ -190,6 +197,7 @@ def test_a_dead_tracking_uri_stops_the_run_in_seconds_with_one_message(made_up_d
     assert "Traceback" not in done.stderr and not list(tmp_path.rglob("checkpoints"))
 
 
+@pytest.mark.slow  # W&B's own service process
 def test_wandb_offline_and_csv_get_the_settings_and_the_final_metrics(made_up_data, tmp_path):
     run_dir = tmp_path / "run"
     env = {"WANDB_SILENT": "true"} | {f"WANDB_{k}_DIR": str(tmp_path / k) for k in ("CONFIG", "CACHE", "DATA")}

@@ -122,10 +122,8 @@ class OnnxClassifier:
 
     @classmethod
     def load(cls, path: Path) -> OnnxClassifier:
-        import onnxruntime
-
         try:
-            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            session = _session(str(path))
         except Exception as error:  # ONNX Runtime's own exception types live in a private module
             message = " ".join(str(error).split())[:200]
             raise UserError(f"ckpt_path={path} is not a readable ONNX model ({message}).") from error
@@ -133,9 +131,7 @@ class OnnxClassifier:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> OnnxClassifier:
-        import onnxruntime
-
-        return cls(onnxruntime.InferenceSession(data, providers=["CPUExecutionProvider"]), "<exported graph>")
+        return cls(_session(data), "<exported graph>")
 
     def run(self, images: np.ndarray) -> list[np.ndarray]:
         """The graph's outputs: probabilities, and (files exported since decision rules) predicted classes."""
@@ -144,3 +140,13 @@ class OnnxClassifier:
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         return self.run(images)[0]
+
+
+def _session(model: str | bytes):
+    """An ONNX Runtime session on the CPU with as many threads as torch may use (torch.set_num_threads,
+    OMP_NUM_THREADS): one setting governs both, where ONNX Runtime alone would take every core."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
