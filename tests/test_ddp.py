@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from image_transfer import PROJECT_ROOT
+from image_transfer import train as train_module
 from image_transfer.eval import evaluate
-from tests.helpers.configs import compose_config
+from tests.helpers.configs import compose_config, run_entry_point
 from tests.helpers.files import metrics_without_timings, read_csv
 
 pytestmark = pytest.mark.slow
@@ -75,10 +76,11 @@ def test_cross_validation_fits_every_fold_in_the_same_ranks(made_up_data, tmp_pa
     assert len(metrics["fold_ckpts"]) == 2 and metrics["device"].startswith("2 x ")
 
 
-def test_a_sweep_refuses_ddp_that_relaunches_the_script_and_runs_with_spawn(made_up_data, tmp_path):
+def test_a_sweep_refuses_ddp_that_relaunches_the_script_and_runs_with_spawn(made_up_data, tmp_path, capsys):
     common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=1", "seed=1,2"]
-    refused = run("-m", *common, f"hydra.sweep.dir={tmp_path / 'popen'}", check=False)
-    assert refused.returncode == 1 and "every rank would start the sweep again" in refused.stderr
+    with pytest.raises(SystemExit) as refused:  # refused before any rank starts: in this process
+        run_entry_point(train_module.main, "-m", *common, f"hydra.sweep.dir={tmp_path / 'popen'}")
+    assert refused.value.code == 1 and "every rank would start the sweep again" in capsys.readouterr().err
     assert not list((tmp_path / "popen").glob("*/checkpoints"))  # nothing trained
     run("-m", *common, "trainer.strategy.start_method=spawn", f"hydra.sweep.dir={tmp_path / 'spawn'}")
     for job in ("0", "1"):

@@ -12,7 +12,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from image_transfer import CONFIG_DIR, PROJECT_ROOT
-from tests.helpers.configs import QUICK
+from image_transfer import train as train_module
+from tests.helpers.configs import QUICK, run_entry_point
 from tests.helpers.files import metrics_without_timings, read_csv
 
 # QUICK without the in-process tweaks, as a command line.
@@ -45,19 +46,21 @@ def test_the_slurm_launcher_gives_one_task_per_device():
     assert launcher.max_num_timeout > 0 and launcher._target_.endswith("SlurmLauncher")
 
 
-@pytest.mark.slow  # three training processes
-def test_a_requeued_slurm_job_continues_its_run_dir(made_up_data, tmp_path):
-    args = [*COMMAND, f"data.root={made_up_data.root}", "trainer.max_epochs=3", "model.image_size=48"]
-    subprocess.run([*args, f"hydra.run.dir={tmp_path / 'whole'}"], cwd=PROJECT_ROOT, check=True, capture_output=True)
+@pytest.mark.slow  # a training process, preempted
+def test_a_requeued_slurm_job_continues_its_run_dir(made_up_data, tmp_path, capsys, monkeypatch):
+    overrides = [*QUICK, f"data.root={made_up_data.root}", "trainer.max_epochs=3", "model.image_size=48"]
+    run_entry_point(train_module.main, *overrides, f"hydra.run.dir={tmp_path / 'whole'}")  # in this process
     run_dir = tmp_path / "preempted"
-    first = subprocess.Popen([*args, f"hydra.run.dir={run_dir}"], cwd=PROJECT_ROOT, stderr=subprocess.DEVNULL)
+    command = [*COMMAND[:3], *overrides, f"hydra.run.dir={run_dir}"]
+    first = subprocess.Popen(command, cwd=PROJECT_ROOT, stderr=subprocess.DEVNULL)
     while not (run_dir / "checkpoints" / "last.ckpt").is_file() and first.poll() is None:
         time.sleep(0.1)
     os.kill(first.pid, signal.SIGTERM)  # SLURM's preemption signal
     assert first.wait(timeout=120) == 128 + signal.SIGTERM
-    again = [*args, f"hydra.run.dir={run_dir}"]  # the same command, as submitit requeues it
-    refused = subprocess.run(again, cwd=PROJECT_ROOT, capture_output=True, text=True)
-    assert refused.returncode == 1 and "already holds a run" in refused.stderr  # not a requeued job
-    env = os.environ | {"SLURM_RESTART_COUNT": "1"}
-    subprocess.run(again, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True)
+    again = [*overrides, f"hydra.run.dir={run_dir}"]  # the same command, as submitit requeues it
+    with pytest.raises(SystemExit) as refused:
+        run_entry_point(train_module.main, *again)
+    assert refused.value.code == 1 and "already holds a run" in capsys.readouterr().err  # not a requeued job
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    run_entry_point(train_module.main, *again)
     assert metrics_without_timings(run_dir) == metrics_without_timings(tmp_path / "whole")

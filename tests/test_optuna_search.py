@@ -180,11 +180,11 @@ def test_lite0_search_and_its_continuation_from_the_command_line(shared_data, tm
     sweep_dir = tmp_path / "search"
     command = [sys.executable, "-m", "image_transfer.train", "-m", "hparams_search=lite0_optuna"]
     quick = ["data.subset=120", "trainer.max_epochs=1", f"data.root={SHARED_DATA}", f"hydra.sweep.dir={sweep_dir}"]
-    for n_trials in (3, 4):
-        result = subprocess.run(
-            [*command, f"hydra.sweeper.n_trials={n_trials}", *quick], capture_output=True, text=True, timeout=1200
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert len(read_trials(sweep_dir)) == n_trials
+    first = [*command, "hydra.sweeper.n_trials=3", *quick]
+    result = subprocess.run(first, capture_output=True, text=True, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(read_trials(sweep_dir)) == 3
+    run_entry_point(train_module.main, *command[3:], "hydra.sweeper.n_trials=4", *quick)  # continued, in this process
+    assert len(read_trials(sweep_dir)) == 4
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert {"best_params", "best_value"} <= set(results)

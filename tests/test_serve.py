@@ -26,10 +26,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from image_transfer import PROJECT_ROOT
+from image_transfer import serve as serve_module
 from image_transfer.export import export
 from image_transfer.predict import predict
 from image_transfer.train import train
-from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.configs import QUICK, compose_config, run_entry_point
 from tests.helpers.files import read_csv
 from tests.helpers.http import files, multipart, post, request
 from tests.helpers.images import CLASSES, blocks, save_oriented
@@ -305,28 +306,38 @@ def test_it_listens_on_127_0_0_1_alone_by_default(services):
         socket.create_connection(("127.0.0.2", everywhere.getsockname()[1]), timeout=5).close()
 
 
-@pytest.mark.slow  # starts the service's processes
-def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(models, tmp_path):
-    serve, log_dir = [sys.executable, "-m", "image_transfer.serve"], f"paths.log_dir={tmp_path}"
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["ckpt_path=no/such.ckpt"], "ckpt_path=no/such.ckpt: no such checkpoint file"),
+        (["ckpt_path={onnx}", "host=localhost"], "host=localhost port=8000: host must be"),
+    ],
+    ids=["missing-checkpoint", "host-name"],
+)
+def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(models, options, message, tmp_path, capsys):
+    """In this process: the entry point's main, as `python -m image_transfer.serve` runs it, refuses before it starts
+    any server process (a started one would not return)."""
+    options = [option.format(onnx=models.onnx) for option in options]
+    with pytest.raises(SystemExit) as exited:
+        run_entry_point(serve_module.main, *options, f"paths.log_dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1 and "Uvicorn running" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and message in errors[0], stderr[-3000:]
+
+
+@pytest.mark.slow  # a Python process that imports torch and Lightning
+def test_without_litserve_the_process_ends_with_one_line_and_exit_status_1(tmp_path):
     # The service as run where LitServe is not installed: importing it fails as it would then.
-    without_litserve = [
-        sys.executable,
-        "-c",
+    code = (
         "import runpy, sys; sys.modules['litserve'] = None; "
-        "runpy.run_module('image_transfer.serve', run_name='__main__')",
-    ]
-    cases = {  # started together: each imports torch and Lightning
-        "ckpt_path=no/such.ckpt: no such checkpoint file": [*serve, "ckpt_path=no/such.ckpt", log_dir],
-        "host=localhost port=8000: host must be": [*serve, f"ckpt_path={models.onnx}", "host=localhost", log_dir],
-        "serving needs litserve: pip install litserve": [*without_litserve, "ckpt_path=x", log_dir],
-    }
-    started = {message: subprocess.Popen(c, stderr=subprocess.PIPE, text=True) for message, c in cases.items()}
-    for message, process in started.items():
-        _, stderr = process.communicate(timeout=300)
-        assert process.returncode == 1, stderr[-3000:]
-        assert "Traceback" not in stderr and "Uvicorn running" not in stderr
-        errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-        assert len(errors) == 1 and message in errors[0], stderr[-3000:]
+        "runpy.run_module('image_transfer.serve', run_name='__main__')"
+    )
+    command = [sys.executable, "-c", code, "ckpt_path=x", f"paths.log_dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and "serving needs litserve: pip install litserve" in errors[0]
 
 
 @pytest.mark.slow  # starts the service's processes

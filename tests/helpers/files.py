@@ -22,6 +22,14 @@ def read_csv(path: Path | str) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def write_csv(path: Path | str, rows: list[dict[str, str]]) -> None:
+    """Rows (dicts with the same keys) as a csv with a header."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def without_timings(metrics: dict) -> dict:
     """Metrics without TIMINGS: equal for runs that trained the same."""
     return {k: v for k, v in metrics.items() if k not in TIMINGS}
