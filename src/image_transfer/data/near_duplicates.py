@@ -5,6 +5,9 @@ or converted to another colour mode has different bytes, and if one copy lands i
 other in validation, validation scores measure memory rather than generalisation. A difference hash
 (dHash) is nearly unchanged by such edits, so images whose hashes differ in only a few bits are
 treated as one group, and a group-aware split keeps a whole group on one side.
+
+Written here, not ImageHash's dhash: that adds SciPy and PyWavelets for twenty lines, and its grayscale (Pillow's
+"L") drops transparency instead of compositing it onto white as decode.read_upright's images are.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Images are grouped by a hash of their bytes, so byte-identical copies always land on the same side,
 and the shuffle order comes from those hashes and the seed: file names and their order (which
 correlate with the label in the emergency-vehicle data) never influence a split.
+
+Written here, not scikit-learn's StratifiedGroupKFold: the held-out split has no stratified group counterpart there
+(GroupShuffleSplit ignores classes), and another algorithm would change every recorded split and published figure.
 """
 
 from __future__ import annotations

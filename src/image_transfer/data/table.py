@@ -198,6 +198,7 @@ def _reader(csv_path: Path) -> csv.DictReader:
     if not lines or not lines[0].strip():
         raise DataError(f"{csv_path} is empty; expected a header line with the image name and label columns.")
     header = lines[0]
+    # Not csv.Sniffer: it guesses from quoting patterns and fails on a one-column header; the header is the witness.
     delimiter = max(",;\t", key=header.count) if any(d in header for d in ",;\t") else ","
     reader = csv.DictReader(lines, delimiter=delimiter)
     reader.fieldnames = [name.strip() for name in reader.fieldnames]

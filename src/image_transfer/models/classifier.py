@@ -20,7 +20,7 @@ from image_transfer.models.backbones import build_backbone
 from image_transfer.models.calibration import calibrated_log_probs, calibrated_probs, loss_of
 from image_transfer.models.decision import decide
 from image_transfer.models.losses import LOSSES, classification_loss
-from image_transfer.models.metric_names import MULTI_LABEL, SINGLE_LABEL
+from image_transfer.models.metric_names import MULTI_LABEL, SINGLE_LABEL, VAL_ACC, VAL_ACC_BEST
 from image_transfer.models.metrics import stage_metrics
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1e-3, "weight_decay": 0.01}
@@ -277,8 +277,8 @@ class ImageClassifier(L.LightningModule):
     def on_validation_epoch_end(self):
         values = self._log_epoch("val")
         if not self.trainer.sanity_checking:
-            self.val_acc_best.update(values["val/acc"])
-            self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
+            self.val_acc_best.update(values[VAL_ACC])
+            self.log(VAL_ACC_BEST, self.val_acc_best.compute(), prog_bar=True, sync_dist=True)
 
     def on_test_epoch_start(self):
         self.test_probabilities = []

@@ -1,4 +1,8 @@
-"""Learning-rate schedules, stepped per optimizer step."""
+"""Learning-rate schedules, stepped per optimizer step.
+
+Written here, not timm's CosineLRScheduler (restarts only at equal cycle lengths, and is not a torch LRScheduler)
+nor torch's SequentialLR (two schedulers per phase): one pure function of the step in a LambdaLR resumes exactly.
+"""
 
 from __future__ import annotations
 
