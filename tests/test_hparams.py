@@ -37,6 +37,7 @@ def test_the_session_holds_the_settings_and_the_metrics_of_metrics_json(logged_r
         assert value == pytest.approx(on_disk[tag], abs=1e-6), tag
 
 
+@pytest.mark.slow  # a fit with every logger
 def test_no_placeholder_metric_and_learning_rates_per_named_group_and_step(logged_run):
     (run,) = runs(logged_run)
     tags = load(run).Tags()["scalars"]
