@@ -56,10 +56,11 @@ def claim(config: DictConfig, mode: str) -> None:
     """A dir the config computes (the time-named default; not resume=, nor a path given as hydra.run.dir=, such as
     Lightning's DDP ranks joining rank 0's dir) is claimed and pinned in `config`; any dir must be writable."""
     node, key = config.hydra[mode], f"hydra.{mode}.dir"
-    fresh = OmegaConf.is_interpolation(node, "dir") and not OmegaConf.select(config, "resume", default=None)
+    resumed = bool(OmegaConf.select(config, "resume", default=None))
+    fresh = OmegaConf.is_interpolation(node, "dir") and not resumed
     fix = (
         "resume= continues a run in place: copy its dir to a writable disk and resume the copy"
-        if OmegaConf.select(config, "resume", default=None)
+        if resumed
         else f"paths.log_dir=DIR (where run dirs go) or {key}=DIR puts it on a writable disk"
     )
     try:
