@@ -29,8 +29,9 @@ train: $(VENV)/.installed | $(DATA)
 reproduce: $(VENV)/.installed | $(DATA)
 	$(PY) scripts/reproduce.py --set $(SET) $(ARGS)
 
-# One pytest-xdist worker per core, a test file per worker at a time (its module fixtures are made once).
-PARALLEL := -n auto --dist loadfile
+# One pytest-xdist worker per core, a test file per worker at a time (its module fixtures are made once), the files
+# in the order tests/conftest.py gives them (longest first) rather than xdist's (most tests first).
+PARALLEL := -n auto --dist loadfile --no-loadscope-reorder
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PARALLEL) $(PYTEST_ARGS)

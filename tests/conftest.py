@@ -31,9 +31,22 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ["OMP_NUM_THREADS"] = "1"  # and the processes the tests start alike
 
 
-# The files that take longest (pytest --durations), first: pytest-xdist hands files out in collection order, and a
-# long one started last would leave the other workers idle at the end. The rest keep their order.
-LONGEST_FIRST = ("test_ddp.py", "test_reproduce.py", "test_optuna_search.py", "test_export.py", "test_launchers.py")
+# The files that take longest (pytest --durations), first: with --no-loadscope-reorder (Makefile) pytest-xdist hands
+# files out in collection order, and a long one started last would leave the other workers idle at the end. The rest
+# keep their order.
+LONGEST_FIRST = (
+    "test_ddp.py",
+    "test_benchmark.py",
+    "test_reproduce.py",
+    "test_kill_resume.py",
+    "test_optuna_search.py",
+    "test_export.py",
+    "test_trackers.py",
+    "test_serve.py",
+    "test_environment_faults.py",
+    "test_cli.py",
+    "test_launchers.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

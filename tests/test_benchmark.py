@@ -2,26 +2,28 @@
 
 import argparse
 import json
-import subprocess
 import sys
+from unittest.mock import patch
 
 import pytest
 import torch
 
-from image_transfer import PROJECT_ROOT
+from tests.helpers.configs import NO_PICTURES
 from tests.helpers.scripts import load_script
 
 benchmark_script = load_script("benchmark")
 
 
 def benchmark(tmp_path, *arguments: str) -> dict:
+    """The script run in this process, as `python scripts/benchmark.py --out ... *arguments` (the processes it starts
+    are its own)."""
     out = tmp_path / "benchmark.json"
-    command = [sys.executable, "scripts/benchmark.py", "--out", str(out), *arguments]
-    subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=600)
+    with patch.object(sys, "argv", ["scripts/benchmark.py", "--out", str(out), *arguments]):
+        benchmark_script.main()
     return json.loads(out.read_text())
 
 
-@pytest.mark.slow  # the script's process, timing loaders
+@pytest.mark.slow  # timing loaders; a process per cache mode and size
 def test_loader_scale_and_gpu_figures(made_up_data, tmp_path):
     results = benchmark(
         tmp_path,
@@ -63,6 +65,7 @@ def test_frozen_recipe_figures(made_up_data, tmp_path):
         "2",
         f"data.root={made_up_data.root}",
         "model.image_size=64",
+        NO_PICTURES,
     )["frozen_recipe"]
     assert frozen["epochs"] == 2 and frozen["naive_s"] > 0 and frozen["feature_cache_s"] > 0
     assert frozen["speedup"] == pytest.approx(frozen["naive_s"] / frozen["feature_cache_s"], rel=0.01)

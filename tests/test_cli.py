@@ -17,10 +17,17 @@ import pytest
 from image_transfer import eval as eval_module
 from image_transfer import predict as predict_module
 from image_transfer import train as train_module
-from tests.helpers.configs import run_entry_point
+from tests.helpers.configs import NO_PICTURES, run_entry_point
 from tests.helpers.images import make_dataset
 
-QUICK = ["model=cnn", "finetune=full", "model.image_size=32", "data.batch_size=8", "trainer.accelerator=cpu"]
+QUICK = [
+    "model=cnn",
+    "finetune=full",
+    "model.image_size=32",
+    "data.batch_size=8",
+    "trainer.accelerator=cpu",
+    NO_PICTURES,
+]
 
 
 @pytest.fixture(scope="module")

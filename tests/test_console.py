@@ -16,7 +16,7 @@ from image_transfer.console.progress import PlainProgressBar, ThroughputRichProg
 from image_transfer.console.summary import summary_rows
 from image_transfer.errors import ConfigError
 from image_transfer.train import train
-from tests.helpers.configs import QUICK, compose_config, run_entry_point
+from tests.helpers.configs import NO_PICTURES, QUICK, compose_config, run_entry_point
 from tests.helpers.images import make_dataset
 
 # timm's test_efficientnet (0.1 M parameters) with a frozen backbone in epoch 0, everything from epoch 1.
@@ -31,6 +31,7 @@ TINY_EFFICIENTNET = [
     "trainer.accelerator=cpu",
     "~logger",
     "callbacks.lr_monitor=null",
+    NO_PICTURES,
 ]
 
 

@@ -31,7 +31,7 @@ from image_transfer.predict import predict
 from image_transfer.runs.checkpoints import load_classifier
 from image_transfer.runs.imbalance import class_weights, warn_if_imbalanced
 from image_transfer.train import train
-from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.configs import NO_PICTURES, QUICK, compose_config, without
 from tests.helpers.files import read_csv
 from tests.helpers.scripts import load_script
 
@@ -168,7 +168,12 @@ def test_auto_class_weights_and_the_imbalance_warning(caplog):
 
 
 # ---- a real run ----------------------------------------------------------------------------------------------
-RUN = [*QUICK, "trainer.max_epochs=2", "data.val_fraction=0.3", "decision.positive=emergency"]
+RUN = [
+    *without(NO_PICTURES, QUICK),
+    "trainer.max_epochs=2",
+    "data.val_fraction=0.3",
+    "decision.positive=emergency",
+]  # + reliability.png
 
 
 @pytest.fixture(scope="module")

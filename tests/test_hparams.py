@@ -7,10 +7,10 @@ import pytest
 from image_transfer.callbacks.finetune_config import CUSTOM, finetune
 from image_transfer.runs.hparams import run_hparams
 from image_transfer.train import train
-from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.configs import QUICK, compose_config, without
 from tests.helpers.tensorboard import load, runs, sessions
 
-LOGGED = [o for o in QUICK if o not in ("~logger", "callbacks.lr_monitor=null")] + [
+LOGGED = without(("~logger", "callbacks.lr_monitor=null"), QUICK) + [
     "logger=tensorboard",
     "trainer.max_epochs=2",
     "trainer.log_every_n_steps=1",

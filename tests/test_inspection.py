@@ -16,7 +16,7 @@ from image_transfer.inspection.activation_maps import grad_cam, last_feature_lay
 from image_transfer.inspection.callback import Inspection
 from image_transfer.inspection.examples import EpochExamples
 from image_transfer.train import train
-from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.configs import NO_PICTURES, QUICK, compose_config, without
 from tests.helpers.images import make_dataset
 from tests.helpers.tensorboard import sessions
 
@@ -32,7 +32,7 @@ def three_classes(tmp_path_factory) -> list[str]:
 
 
 def run(run_dir: Path, *overrides: str, logger: bool = False) -> Path:
-    quick = [o for o in QUICK if o != "~logger"] if logger else QUICK
+    quick = without((NO_PICTURES, "~logger") if logger else NO_PICTURES, QUICK)
     train(compose_config("train", run_dir, [*quick, "trainer.max_epochs=2", *overrides]))
     return run_dir
 

@@ -20,12 +20,11 @@ from tests.helpers.files import metrics_without_timings, read_csv
 COMMAND = [sys.executable, "-m", "image_transfer.train", *QUICK]
 
 
-@pytest.mark.slow  # submitit's job processes
+@pytest.mark.slow  # submitit's job processes (the sweep itself runs in this process)
 def test_a_two_job_sweep_through_submitit_local_completes_both_runs(made_up_data, tmp_path):
     sweep = tmp_path / "sweep"
     overrides = ["hydra/launcher=local", f"data.root={made_up_data.root}", "seed=1,2", f"hydra.sweep.dir={sweep}"]
-    command = [*COMMAND[:3], "-m", *COMMAND[3:], *overrides]  # -m before the overrides
-    subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True, timeout=600)
+    run_entry_point(train_module.main, "-m", *QUICK, *overrides)
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert metrics["epochs"] == 1 and (sweep / job / "checkpoints" / "best.ckpt").is_file()

@@ -1,13 +1,11 @@
 """scripts/linear_probe.py: no fold is scored by a regression that saw its labels; the script runs end to end."""
 
-import subprocess
 import sys
+from unittest.mock import patch
 
 import pytest
 import torch
 
-from image_transfer import PROJECT_ROOT
-from tests.helpers.configs import SHARED_DATA
 from tests.helpers.scripts import load_script
 
 linear_probe = load_script("linear_probe")
@@ -27,23 +25,23 @@ def test_a_folds_own_labels_never_reach_its_predictions():
     assert min(linear_probe.fold_accuracies(probs, labels, fold_of)) > 0.8  # separable data is learnt
 
 
-@pytest.mark.slow  # a subprocess that imports torch, on the real data
-def test_the_probe_prints_a_row_per_model_and_their_mean(shared_data):
+@pytest.mark.slow  # the real data
+def test_the_probe_prints_a_row_per_model_and_their_mean(shared_data, capsys):
     command = [
-        sys.executable,
         "scripts/linear_probe.py",
         "--models",
         "efficientnet_lite0",
         "efficientnet_lite0",
         "--folds",
         "3",
-        f"data.root={SHARED_DATA}",
+        f"data.root={shared_data}",
         "data.subset=60",
         "model.image_size=64",
     ]
-    result = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
+    with patch.object(sys, "argv", command):  # in this process, as `python scripts/linear_probe.py ...`
+        linear_probe.main()
+    stdout = capsys.readouterr().out
+    table = [line for line in stdout.splitlines() if line.startswith("| ") and not line.startswith("| ---")]
     assert table[0].startswith("| features | image size | fold 0 | fold 1 | fold 2 | 3-fold mean ± std")
     assert [row.split(" | ")[0] for row in table[1:]] == ["| efficientnet_lite0 (frozen) + logistic regression"] * 2 + [
         "| mean probability of the models above"

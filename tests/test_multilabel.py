@@ -16,7 +16,7 @@ from image_transfer.models.metric_names import direction
 from image_transfer.predict import predict
 from image_transfer.sweeps.objective import logged_metrics
 from image_transfer.train import train
-from tests.helpers.configs import QUICK, compose_config
+from tests.helpers.configs import NO_PICTURES, QUICK, compose_config, without
 from tests.helpers.files import read_csv
 from tests.test_multilabel_data import CLASSES, SETS, make_multilabel
 
@@ -28,7 +28,13 @@ def trained(tmp_path_factory):
     root, run_dir = tmp_path_factory.mktemp("multilabel_data"), tmp_path_factory.mktemp("multilabel_run")
     make_multilabel(root, [SETS[i % len(SETS)] for i in range(96)])
     data = [*DATA, f"data.root={root / 'tags.csv'}", "data.label_column=tags"]
-    overrides = [*QUICK, *data, "trainer.max_epochs=2", "data.val_fraction=0.3", "decision.pick=f1"]
+    overrides = [
+        *without(NO_PICTURES, QUICK),
+        *data,
+        "trainer.max_epochs=2",
+        "data.val_fraction=0.3",
+        "decision.pick=f1",
+    ]
     overrides += ["logger=tensorboard", "callbacks.inspection.misclassified=4"]
     return run_dir, train(compose_config("train", run_dir, overrides)), root
 

@@ -1,16 +1,20 @@
-"""A Hydra multirun puts each job in its own run dir: from the command line on the real data (slow), and in this
-process with the baseline CNN on made-up data (fast)."""
+"""A Hydra multirun puts each job in its own run dir (in this process: on the real data, and with the baseline CNN on
+made-up data), and sweeps named alike claim their own dirs."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from image_transfer import train as train_module
-from tests.helpers.configs import SHARED_DATA, run_entry_point
+from tests.helpers.configs import NO_PICTURES, run_entry_point
 
-SWEEP = ["finetune=frozen,full,freeze_unfreeze", "debug=fast_dev_run", "data.subset=48", "model.image_size=64"]
+SWEEP = [
+    "finetune=frozen,full,freeze_unfreeze",
+    "debug=fast_dev_run",
+    "data.subset=48",
+    "model.image_size=64",
+    NO_PICTURES,
+]
 
 
 def check_jobs(log_dir) -> None:
@@ -21,34 +25,14 @@ def check_jobs(log_dir) -> None:
     assert all("test/acc" in json.loads(p.read_text()) for p in jobs)
 
 
-@pytest.mark.slow  # a subprocess that imports torch, on the real data
-def test_finetune_sweep_runs_each_job_in_its_own_dir(tmp_path):
-    command = [
-        sys.executable,
-        "-m",
-        "image_transfer.train",
-        "-m",
-        *SWEEP,
-        "data.batch_size=8",
-        f"data.root={SHARED_DATA}",
-        f"paths.log_dir={tmp_path}",
-    ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    check_jobs(tmp_path)
-
-
 @pytest.mark.slow  # a sweep
-def test_in_process_finetune_sweep_runs_each_job_in_its_own_dir(made_up_data, tmp_path):
-    run_entry_point(
-        train_module.main,
-        "-m",
-        *SWEEP,
-        "model=cnn",
-        "data.batch_size=8",
-        f"data.root={made_up_data.root}",
-        f"paths.log_dir={tmp_path}",
-    )
+@pytest.mark.parametrize("data", ["made_up_cnn", "real"])
+def test_finetune_sweep_runs_each_job_in_its_own_dir(tmp_path, data, request):
+    if data == "real":  # with the default model, EfficientNet-Lite0
+        options = [f"data.root={request.getfixturevalue('shared_data')}"]
+    else:
+        options = ["model=cnn", f"data.root={request.getfixturevalue('made_up_data').root}"]
+    run_entry_point(train_module.main, "-m", *SWEEP, "data.batch_size=8", *options, f"paths.log_dir={tmp_path}")
     check_jobs(tmp_path)
 
 
@@ -56,7 +40,15 @@ def test_in_process_finetune_sweep_runs_each_job_in_its_own_dir(made_up_data, tm
 def test_sweeps_named_alike_claim_their_own_dirs_and_jobs_follow(made_up_data, tmp_path):
     # Both sweep dirs are named as in the same second; the second sweep's jobs must land in its own claimed dir.
     same_second = "hydra.sweep.dir='${paths.log_dir}/train/multiruns/2026-01-01_00-00-00'"
-    args = ["-m", "debug=fast_dev_run", "model=cnn", "model.image_size=32", "data.batch_size=8", same_second]
+    args = [
+        "-m",
+        "debug=fast_dev_run",
+        "model=cnn",
+        "model.image_size=32",
+        "data.batch_size=8",
+        NO_PICTURES,
+        same_second,
+    ]
     for seed in (1, 2):
         run_entry_point(
             train_module.main, *args, f"seed={seed}", f"data.root={made_up_data.root}", f"paths.log_dir={tmp_path}"

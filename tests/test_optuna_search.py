@@ -1,6 +1,6 @@
 """The Optuna search (hydra/sweeper=optuna, configs/hparams_search): trials, outputs, resuming, failures, pruning and
-several workers on one study. In this process on made-up data with the baseline CNN (fast), and from the command
-line (slow)."""
+several workers on one study. In this process with the baseline CNN on made-up data and with EfficientNet-Lite0 on the
+real data; two worker processes from the command line share one study."""
 
 import csv
 import json
@@ -13,7 +13,7 @@ import yaml
 
 from image_transfer import train as train_module
 from image_transfer.sweeps.objective import logged_metrics
-from tests.helpers.configs import QUICK, SHARED_DATA, run_entry_point
+from tests.helpers.configs import NO_PICTURES, QUICK, run_entry_point
 
 # hparams_search=cnn_optuna's search space over QUICK's tiny fits; no TensorBoard, no LR monitor.
 SEARCH = ["-m", "hparams_search=cnn_optuna", *QUICK, "data.subset=48"]
@@ -175,16 +175,14 @@ def test_two_workers_with_one_storage_run_n_trials_between_them(made_up_data, tm
     assert sorted(int(p.name) for p in sweep_dir.iterdir() if p.name.isdigit()) == numbers
 
 
-@pytest.mark.slow  # the command from the README, on the real data
-def test_lite0_search_and_its_continuation_from_the_command_line(shared_data, tmp_path):
+@pytest.mark.slow  # the README's search, on the real data (processes run searches in the test above)
+def test_lite0_search_and_its_continuation(shared_data, tmp_path):
     sweep_dir = tmp_path / "search"
-    command = [sys.executable, "-m", "image_transfer.train", "-m", "hparams_search=lite0_optuna"]
-    quick = ["data.subset=120", "trainer.max_epochs=1", f"data.root={SHARED_DATA}", f"hydra.sweep.dir={sweep_dir}"]
-    first = [*command, "hydra.sweeper.n_trials=3", *quick]
-    result = subprocess.run(first, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stderr[-3000:]
+    search = ["-m", "hparams_search=lite0_optuna", "data.subset=120", "trainer.max_epochs=1", NO_PICTURES]
+    search += [f"data.root={shared_data}", f"hydra.sweep.dir={sweep_dir}"]
+    run_entry_point(train_module.main, *search, "hydra.sweeper.n_trials=2")
+    assert len(read_trials(sweep_dir)) == 2
+    run_entry_point(train_module.main, *search, "hydra.sweeper.n_trials=3")  # the same command continues it
     assert len(read_trials(sweep_dir)) == 3
-    run_entry_point(train_module.main, *command[3:], "hydra.sweeper.n_trials=4", *quick)  # continued, in this process
-    assert len(read_trials(sweep_dir)) == 4
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert {"best_params", "best_value"} <= set(results)

@@ -13,9 +13,12 @@ import pytest
 
 from image_transfer import PROJECT_ROOT
 from image_transfer.runs.environment import git_commit
-from tests.helpers.configs import SHARED_DATA
+from tests.helpers.configs import NO_PICTURES, SHARED_DATA
 
-QUICK = "[trainer.max_epochs=1,+trainer.limit_train_batches=2,data.subset=48,model.image_size=48,data.batch_size=16]"
+QUICK = (
+    "[trainer.max_epochs=1,+trainer.limit_train_batches=2,data.subset=48,model.image_size=48,data.batch_size=16,"
+    f"{NO_PICTURES}]"
+)
 SETS = f"""
 tiny:
   title: A tiny set

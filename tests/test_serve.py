@@ -329,17 +329,13 @@ def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(optio
     assert len(errors) == 1 and message in errors[0], stderr[-3000:]
 
 
-@pytest.mark.slow  # a Python process that imports torch and Lightning
-def test_without_litserve_the_process_ends_with_one_line_and_exit_status_1(tmp_path):
-    # The service as run where LitServe is not installed: importing it fails as it would then.
-    code = (
-        "import runpy, sys; sys.modules['litserve'] = None; "
-        "runpy.run_module('image_transfer.serve', run_name='__main__')"
-    )
-    command = [sys.executable, "-c", code, "ckpt_path=x", f"paths.log_dir={tmp_path}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+def test_without_litserve_the_service_ends_with_one_line_and_exit_status_1(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "litserve", None)  # as where LitServe is not installed: importing it fails
+    with pytest.raises(SystemExit) as exited:
+        run_entry_point(serve_module.main, "ckpt_path=x", f"paths.log_dir={tmp_path}")
+    stderr = capsys.readouterr().err
+    assert exited.value.code == 1 and "Traceback" not in stderr, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and "serving needs litserve: pip install litserve" in errors[0]
 
 

@@ -19,8 +19,20 @@ from image_transfer import CONFIG_DIR, PROJECT_ROOT
 
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "data" / "emergency_vehicles"
 
+# Pictures (callbacks.inspection) take most of a tiny fit's time (about 1.5 s of QUICK's 2.3): runs that check neither
+# the pictures nor what drawing could change leave them out. Tests of pictures, or of a resume that must stay exact
+# while they are drawn, use without(NO_PICTURES, ...).
+NO_PICTURES = "callbacks.inspection=null"
+
 # Small, fast settings for real training runs on 2 CPU cores.
-TINY = ["data.subset=160", "model.image_size=96", "data.batch_size=16", "trainer.accelerator=cpu", "logger=tensorboard"]
+TINY = [
+    "data.subset=160",
+    "model.image_size=96",
+    "data.batch_size=16",
+    "trainer.accelerator=cpu",
+    "logger=tensorboard",
+    NO_PICTURES,
+]
 
 # The baseline CNN on 32 px synthetic images, one epoch, nothing logged: a real fit in about a second.
 QUICK = [
@@ -32,7 +44,14 @@ QUICK = [
     "trainer.accelerator=cpu",
     "~logger",
     "callbacks.lr_monitor=null",
+    NO_PICTURES,
 ]
+
+
+def without(left_out: str | tuple[str, ...], overrides: list[str]) -> list[str]:
+    """`overrides` less the ones named: e.g. QUICK with pictures, or with a logger."""
+    left_out = (left_out,) if isinstance(left_out, str) else left_out
+    return [o for o in overrides if o not in left_out]
 
 
 def compose_config(config_name: str, output_dir: Path, overrides: list[str] = ()) -> DictConfig:
