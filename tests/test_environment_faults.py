@@ -156,7 +156,7 @@ def test_a_full_disk_stops_training_with_one_message_and_the_run_resumes_once_th
             assert torch.load(path, weights_only=False)["epoch"] == 0
 
         resize(disk, 16 * 2**20)
-        assert train(compose_config("train", run_dir, [*overrides, f"resume={run_dir}"]))["epochs"] == 3
+        train(compose_config("train", run_dir, [*overrides, f"resume={run_dir}"]))
         assert json.loads((run_dir / "metrics.json").read_text())["epochs"] == 3
 
 

@@ -307,36 +307,35 @@ def test_it_listens_on_127_0_0_1_alone_by_default(services):
 
 
 @pytest.mark.parametrize(
-    "options, message",
+    "options, message, missing",
     [
-        (["ckpt_path=no/such.ckpt"], "ckpt_path=no/such.ckpt: no such checkpoint file"),
+        (["ckpt_path=no/such.ckpt"], "ckpt_path=no/such.ckpt: no such checkpoint file", None),
         pytest.param(  # a model that loads: a fit and an export
-            ["ckpt_path={onnx}", "host=localhost"], "host=localhost port=8000: host must be", marks=pytest.mark.slow
+            ["ckpt_path={onnx}", "host=localhost"],
+            "host=localhost port=8000: host must be",
+            None,
+            marks=pytest.mark.slow,
         ),
+        (["ckpt_path=x"], "serving needs litserve: pip install litserve", "litserve"),
     ],
-    ids=["missing-checkpoint", "host-name"],
+    ids=["missing-checkpoint", "host-name", "without-litserve"],
 )
-def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(options, message, tmp_path, capsys, request):
+def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(
+    options, message, missing, tmp_path, capsys, request, monkeypatch
+):
     """In this process: the entry point's main, as `python -m image_transfer.serve` runs it, refuses before it starts
-    any server process (a started one would not return)."""
+    any server process (a started one would not return). `missing`: a package made unimportable, as where it is not
+    installed."""
+    if missing:
+        monkeypatch.setitem(sys.modules, missing, None)
     if any("{onnx}" in option for option in options):
         options = [option.format(onnx=request.getfixturevalue("models").onnx) for option in options]
     with pytest.raises(SystemExit) as exited:
         run_entry_point(serve_module.main, *options, f"paths.log_dir={tmp_path}")
     stderr = capsys.readouterr().err
-    assert exited.value.code == 1 and "Uvicorn running" not in stderr
+    assert exited.value.code == 1 and "Uvicorn running" not in stderr and "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and message in errors[0], stderr[-3000:]
-
-
-def test_without_litserve_the_service_ends_with_one_line_and_exit_status_1(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "litserve", None)  # as where LitServe is not installed: importing it fails
-    with pytest.raises(SystemExit) as exited:
-        run_entry_point(serve_module.main, "ckpt_path=x", f"paths.log_dir={tmp_path}")
-    stderr = capsys.readouterr().err
-    assert exited.value.code == 1 and "Traceback" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1 and "serving needs litserve: pip install litserve" in errors[0]
 
 
 @pytest.mark.slow  # starts the service's processes
