@@ -146,19 +146,20 @@ def job_error(run_dir: Path) -> str:
 
 def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dict:
     """The same checkpoints (every fold's, or the single run's) scored on their validation images
-    without flip TTA: what TTA adds."""
-    fold_dirs = sorted(run_dir.glob("fold_*")) or [run_dir]
-    accuracies = []
-    for fold_dir in fold_dirs:
-        eval_dir = fold_dir / "eval_no_tta"
-        run_python(
-            "image_transfer.eval",
-            f"ckpt_path={fold_dir / 'checkpoints' / 'best.ckpt'}",
-            "tta_flip=false",
-            f"hydra.run.dir={eval_dir}",
-            *data_overrides,
-        )
-        accuracies.append(json.loads((eval_dir / "metrics.json").read_text())["test/acc"])
+    without flip TTA: what TTA adds. A cross-validation's folds are one sweep, in one process."""
+    folds = len(list(run_dir.glob("fold_*")))  # fold_0 ... fold_<K-1>
+    eval_dir = run_dir / "eval_no_tta"
+    if folds:  # eval_no_tta/fold_<k>
+        each = [
+            f"+fold={','.join(map(str, range(folds)))}",
+            f"ckpt_path={run_dir}/fold_${{fold}}/checkpoints/best.ckpt",
+        ]
+        where = ["-m", f"hydra.sweep.dir={eval_dir}", "hydra.sweep.subdir=fold_${fold}"]
+    else:
+        each, where = [f"ckpt_path={run_dir}/checkpoints/best.ckpt"], [f"hydra.run.dir={eval_dir}"]
+    run_python("image_transfer.eval", *where, *each, "tta_flip=false", *data_overrides)
+    eval_dirs = [eval_dir / f"fold_{fold}" for fold in range(folds)] or [eval_dir]
+    accuracies = [json.loads((directory / "metrics.json").read_text())["test/acc"] for directory in eval_dirs]
     cross_validated = len(accuracies) > 1
     return row | {
         "overrides": (row["overrides"] + " tta_flip=false (no flip TTA)").strip(),
@@ -167,7 +168,7 @@ def without_flip_tta(row: dict, run_dir: Path, data_overrides: list[str]) -> dic
         "val_acc_std": statistics.stdev(accuracies) if cross_validated else "",
         "wall_time_s": "",
         "train_images_per_s": "",
-        "run_dir": f"{run_dir}/fold_*/eval_no_tta" if cross_validated else f"{run_dir}/eval_no_tta",
+        "run_dir": f"{run_dir}/eval_no_tta/fold_*" if cross_validated else f"{run_dir}/eval_no_tta",
     }
 
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
-from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.cpu_memory import freeze_loaded_objects, keep_freed_memory
 from tests.helpers.configs import SHARED_DATA
 from tests.helpers.images import add_copies, make_dataset
 
@@ -52,6 +52,11 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+def pytest_collection_finish() -> None:
+    """The test modules and what they import are loaded: as the entry points do, collections leave them alone."""
+    freeze_loaded_objects()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -10,8 +10,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import lightning as L
 import pytest
 
 from image_transfer import PROJECT_ROOT
@@ -36,19 +38,33 @@ def names_tested(run_dir) -> list[str]:
 
 
 # Each strategy trains in DDP somewhere in this file: frozen and gradual (with EMA) here, full in cross-validation,
-# freeze_unfreeze (the default) in the sweep and the SIGTERM runs. Every rank process costs seconds of imports.
-@pytest.mark.parametrize(
-    "finetune",
-    [
-        ["finetune=frozen", "data.augment=none"],  # cached features, each rank reading the one cache entry
-        ["finetune=gradual", "finetune.unfreeze_at_epochs=[1,2]", "callbacks=ema"],  # two unfreezes, EMA weights
-    ],
-    ids=["frozen", "gradual_ema"],
-)
-def test_finetune_strategies_train_and_test_every_image_once(made_up_data, tmp_path, finetune):
-    run_dir = tmp_path / "run"
-    data = f"data.root={made_up_data.root}"
-    run(*SMALL, data, "trainer.max_epochs=3", *finetune, f"hydra.run.dir={run_dir}")
+# freeze_unfreeze (the default) in the sweep. Every rank process costs seconds of imports.
+STRATEGIES = {
+    "frozen": ["finetune=frozen", "data.augment=none"],  # cached features, each rank reading the one cache entry
+    "gradual_ema": ["finetune=gradual", "finetune.unfreeze_at_epochs=[1,2]", "callbacks=ema"],  # 2 unfreezes, EMA
+}
+EPOCHS = "trainer.max_epochs=3"
+
+
+@pytest.fixture(scope="module")
+def strategy_run(made_up_data, tmp_path_factory) -> Callable[[str], Path]:
+    """The run dir of a strategy's DDP run, trained on first use: the SIGTERM test's killed and resumed run must end
+    as gradual_ema's uninterrupted one."""
+    runs = {}
+
+    def run_dir(strategy: str) -> Path:
+        if strategy not in runs:
+            runs[strategy] = tmp_path_factory.mktemp(strategy) / "run"
+            data = f"data.root={made_up_data.root}"
+            run(*SMALL, data, EPOCHS, *STRATEGIES[strategy], f"hydra.run.dir={runs[strategy]}")
+        return runs[strategy]
+
+    return run_dir
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_finetune_strategies_train_and_test_every_image_once(made_up_data, strategy_run, tmp_path, strategy):
+    run_dir, data = strategy_run(strategy), f"data.root={made_up_data.root}"
     validated = [row["image_names"] for row in read_csv(run_dir / "val_split.csv")]
     assert sorted(names_tested(run_dir)) == sorted(validated) and len(set(validated)) == len(validated)
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -65,8 +81,17 @@ def test_finetune_strategies_train_and_test_every_image_once(made_up_data, tmp_p
     assert sorted(names_tested(tmp_path / "eval_ddp")) == sorted(validated)
 
 
+class RankZeroEndsLate(L.Callback):
+    """Rank 0 ends each fit a second after the others (as with a slow disk under its checkpoint)."""
+
+    def on_fit_end(self, trainer, pl_module):
+        if trainer.global_rank == 0:
+            time.sleep(1)
+
+
 def test_cross_validation_fits_every_fold_in_the_same_ranks(made_up_data, tmp_path):
-    # The ranks live on from one fold's fit to the next: each fit's process group must give way to the next one's.
+    # The ranks live on from one fold's fit to the next: each fit's process group must give way to the next one's,
+    # even to a rank that reaches the next fold first.
     run_dir = tmp_path / "run"
     run(
         *SMALL,
@@ -74,6 +99,7 @@ def test_cross_validation_fits_every_fold_in_the_same_ranks(made_up_data, tmp_pa
         "finetune=full",
         "trainer.max_epochs=1",
         "data.folds=2",
+        "+callbacks.late._target_=tests.test_ddp.RankZeroEndsLate",
         f"hydra.run.dir={run_dir}",
     )
     predicted = [row["image_names"] for row in read_csv(run_dir / "oof_predictions.csv")]
@@ -127,12 +153,12 @@ def sigterm_rank(command: list[str], signalled: int, checkpoint: Path) -> subpro
     return subprocess.CompletedProcess(command, process.returncode, "", stderr)
 
 
-def test_sigterm_to_either_rank_stops_every_rank_and_resume_continues_exactly(made_up_data, tmp_path):
+def test_sigterm_to_either_rank_stops_every_rank_and_resume_continues_exactly(made_up_data, strategy_run, tmp_path):
     """Rank 1 is signalled once the first epoch's checkpoint is written, rank 0 once the resumed run writes its next
-    one; resumed again, the run ends as the uninterrupted one."""
-    common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=4", "finetune.unfreeze_at_epochs=[1]"]
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    run(*common, f"hydra.run.dir={whole}")
+    one (the last epoch then stops at its first batch, or as training ends); resumed again, with the unfreezes and
+    the EMA weights, the run ends as the uninterrupted one."""
+    common = [*SMALL, f"data.root={made_up_data.root}", EPOCHS, *STRATEGIES["gradual_ema"]]
+    whole, killed = strategy_run("gradual_ema"), tmp_path / "killed"
     command = [sys.executable, "-m", "image_transfer.train", *common, f"hydra.run.dir={killed}"]
     for signalled, extra in ((1, []), (0, [f"resume={killed}"])):
         stopped = sigterm_rank([*command, *extra], signalled, killed / "checkpoints" / "last.ckpt")

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from image_transfer.data import ImageDataModule
 from image_transfer.data.decode import decode_all
 from image_transfer.data.image_store import INDEX, PIXELS, DiskImages, load_images
 from image_transfer.data.split import content_hash
@@ -116,6 +115,9 @@ def test_unreadable_images_are_remembered_by_the_cache(data, tmp_path):
 
 
 def test_cached_and_in_memory_batches_are_the_same(made_up_data, tmp_path):
+    # Imported here: the processes the test above spawns import this module, and need no Lightning.
+    from image_transfer.data import ImageDataModule
+
     batches = []
     for image_cache in (True, False):
         dm = ImageDataModule(

@@ -40,6 +40,8 @@ def test_runs_started_together_never_share_a_dir(tmp_path):
     base = str(tmp_path / "runs" / "2026-01-01_00-00-00")
     with multiprocessing.get_context("fork").Pool(4) as pool:
         claimed = pool.map(claim_new_dir, [base] * 4)
+        pool.close()  # the workers end by themselves: leaving the block terminates any still starting, racily
+        pool.join()
     assert sorted(claimed) == [base, f"{base}_1", f"{base}_2", f"{base}_3"]
 
 

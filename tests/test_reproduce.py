@@ -93,7 +93,7 @@ def test_reproduce_tabulates_rows_skips_missing_weights_and_writes_a_submission(
     assert "\\'" not in vgg["status"]  # the reason as written, not as the repr in Hydra's error
     assert vgg["folds"] == "" and cnn["folds"] == ""  # one fold of K is a single split, not a CV result
     assert cv["folds"] == "2" and cv["val_acc_std"] != "" and "no flip TTA" in no_tta["overrides"]
-    assert no_tta["val_acc_std"] != "" and no_tta["run_dir"].endswith("fold_*/eval_no_tta")
+    assert no_tta["val_acc_std"] != "" and no_tta["run_dir"].endswith("eval_no_tta/fold_*")
     # a single run's no-TTA row: its one checkpoint re-scored on the same validation images
     assert "no flip TTA" in cnn_no_tta["overrides"] and cnn_no_tta["val_acc_std"] == ""
     assert 0 <= float(cnn_no_tta["val_acc"]) <= 1 and (out / "runs" / "0" / "eval_no_tta" / "metrics.json").is_file()

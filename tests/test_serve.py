@@ -9,6 +9,7 @@ import http.client
 import json
 import mimetypes
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -330,8 +331,10 @@ def test_user_errors_are_one_line_and_exit_status_1_before_anything_starts(
         monkeypatch.setitem(sys.modules, missing, None)
     if any("{onnx}" in option for option in options):
         options = [option.format(onnx=request.getfixturevalue("models").onnx) for option in options]
+    sigterm = signal.getsignal(signal.SIGTERM)
     with pytest.raises(SystemExit) as exited:
         run_entry_point(serve_module.main, *options, f"paths.log_dir={tmp_path}")
+    assert signal.getsignal(signal.SIGTERM) is sigterm  # the caller's process goes on as it was
     stderr = capsys.readouterr().err
     assert exited.value.code == 1 and "Uvicorn running" not in stderr and "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("Error: ")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -42,8 +43,10 @@ def tracking_server(tmp_path_factory):
         *(sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
         *("--backend-store-uri", f"sqlite:///{folder}/mlflow.db", "--artifacts-destination", str(folder / "art")),
     ]
+    # Tracking only: without MLflow's job execution (GenAI jobs), which would start 8 more processes at boot.
+    environment = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     with open(folder / "server.log", "wb") as output:
-        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=environment)
     uri = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

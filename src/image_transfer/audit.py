@@ -15,6 +15,7 @@ import hydra
 from omegaconf import DictConfig
 
 from image_transfer import CONFIG_DIR
+from image_transfer.cpu_memory import freeze_loaded_objects
 from image_transfer.data.audit import audit, audit_rows, clean_rows, table_rows
 from image_transfer.data.audit_report import markdown
 from image_transfer.data.sources import csv_class_names, csv_columns, csv_location, folder_data
@@ -86,4 +87,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_loaded_objects()  # imports done: later collections skip them (cpu_memory.py)
     main()

@@ -1,4 +1,9 @@
-"""Keep freed memory in the process (Linux, glibc), so large activations do not page-fault every batch.
+"""Process-wide memory settings of the entry points: the garbage collector leaves the loaded libraries alone, and
+glibc keeps freed memory in the process (Linux), so large activations do not page-fault every batch.
+
+Once torch, torchvision, timm and Lightning are imported the collector tracks about 550,000 objects, and each full
+collection walks them all (0.25 s on the 2-core CPU machine), at exit several times. Frozen (gc.freeze), they are
+left out: a short training command ended 1.6 s sooner there (5.2 s instead of 6.8 s, val/acc unchanged).
 
 glibc serves allocations above an adaptive threshold (128 KB to 32 MB) with fresh mmap pages and
 unmaps them on free, so each batch's large activations are faulted in and zeroed anew by the
@@ -10,12 +15,19 @@ cost: the process keeps its peak memory until it exits.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import sys
 
 log = logging.getLogger(__name__)
 
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc mallopt() parameters
+
+
+def freeze_loaded_objects() -> None:
+    """Leave every object alive now (the imported modules) out of later garbage collections: for an entry point's
+    `__main__`, once its imports are done. Nothing collectable is frozen: a collection there finds none."""
+    gc.freeze()
 
 
 def keep_freed_memory() -> bool:

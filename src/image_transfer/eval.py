@@ -12,6 +12,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from image_transfer import CONFIG_DIR
+from image_transfer.cpu_memory import freeze_loaded_objects
 from image_transfer.data.datamodule import VAL_SPLIT_FILE
 from image_transfer.files import write_json
 from image_transfer.paths import from_project_root
@@ -56,4 +57,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_loaded_objects()  # imports done: later collections skip them (cpu_memory.py)
     main()

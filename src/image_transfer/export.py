@@ -13,6 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from image_transfer import CONFIG_DIR
+from image_transfer.cpu_memory import freeze_loaded_objects
 from image_transfer.models.onnx_model import export_onnx
 from image_transfer.paths import from_project_root
 from image_transfer.runs.checkpoints import load_classifier
@@ -33,4 +34,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_loaded_objects()  # imports done: later collections skip them (cpu_memory.py)
     main()

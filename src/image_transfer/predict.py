@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig
 
 from image_transfer import CONFIG_DIR
+from image_transfer.cpu_memory import freeze_loaded_objects
 from image_transfer.data.sources import DEFAULT_COLUMNS
 from image_transfer.errors import UserError
 from image_transfer.files import write_json
@@ -96,4 +97,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_loaded_objects()  # imports done: later collections skip them (cpu_memory.py)
     main()

@@ -18,6 +18,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from image_transfer import CONFIG_DIR
+from image_transfer.cpu_memory import freeze_loaded_objects
 from image_transfer.errors import ConfigError, UserError
 from image_transfer.models.onnx_model import OnnxClassifier
 from image_transfer.runs.checkpoints import class_names_of, load_model
@@ -52,14 +53,25 @@ def serve(cfg: DictConfig) -> None:
         raise ConfigError(f"accelerator={cfg.accelerator}: {error}.") from error
     accept_uploads(server.app, api.api_path, cfg.max_upload_mb)
     # SIGTERM (docker stop, kill) stops the service as Ctrl+C does: LitServe then ends its worker processes too,
-    # which Python's default SIGTERM handling would leave running. The HTTP server processes it forks keep the
-    # default: LitServe stops them with SIGTERM.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    os.register_at_fork(after_in_child=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+    # which Python's default SIGTERM handling would leave running. Put back once serving ends: a caller's process
+    # (a test's, a notebook's) goes on as it was.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.run(host=cfg.host, port=cfg.port, generate_client_file=False)
     except ValueError as error:  # LitServe's checks of host and port, before it starts anything
         raise ConfigError(f"host={cfg.host} port={cfg.port}: {error}.") from error
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _forked_servers_keep_the_default_sigterm() -> None:
+    """The HTTP server processes LitServe forks while serving keep Python's default (LitServe stops them with
+    SIGTERM); any other fork keeps what its parent had."""
+    if signal.getsignal(signal.SIGTERM) is signal.default_int_handler:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_forked_servers_keep_the_default_sigterm)
 
 
 def require_serving_packages() -> None:
@@ -100,4 +112,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    freeze_loaded_objects()  # imports done: later collections skip them (cpu_memory.py)
     main()

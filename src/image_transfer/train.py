@@ -18,7 +18,7 @@ from optuna import TrialPruned
 from image_transfer import CONFIG_DIR
 from image_transfer.console.config_tree import print_config_tree
 from image_transfer.console.summary import print_summary
-from image_transfer.cpu_memory import keep_freed_memory
+from image_transfer.cpu_memory import freeze_loaded_objects, keep_freed_memory
 from image_transfer.runs.class_names import with_class_names
 from image_transfer.runs.cross_validation import cross_validate
 from image_transfer.runs.failures import report_user_errors, user_error
@@ -85,4 +85,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    freeze_loaded_objects()  # imports done: later collections skip them (cpu_memory.py)
     main()

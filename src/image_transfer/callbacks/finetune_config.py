@@ -5,10 +5,13 @@ LR phases by interpolation (configs/model/pretrained.yaml)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+
+if TYPE_CHECKING:  # Lightning only names the schedule's type: readers such as scripts/reproduce.py start without it
+    import lightning as L
 
 # A schedule config that does not name itself (configs/finetune/base/schedule.yaml's own value).
 CUSTOM = "custom"

@@ -57,6 +57,6 @@ class StopTogetherOnSigterm(L.Callback):
         self._stop_if_any_rank_was_signalled(trainer)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        # Let the group go with the fit's process group: held here, it would keep rank 0's store alive past
-        # fitting.fit's destroy_process_group, and the next fold's rendezvous in these processes would reach it.
+        # Let the group go with the fit's process group (runs/ranks.py): the next fold's fit makes its own, and held
+        # here it would keep rank 0's old store serving for the rest of the run.
         self._group = None

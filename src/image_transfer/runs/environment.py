@@ -7,8 +7,6 @@ import subprocess
 import sys
 from importlib import metadata
 
-import torch
-
 from image_transfer.paths import PROJECT_ROOT
 
 ENVIRONMENT_FILE = "environment.json"
@@ -38,6 +36,8 @@ def _version(package: str) -> str | None:
 
 
 def environment() -> dict:
+    import torch  # here, not at the top: git_commit's readers (scripts/reproduce.py) start without torch
+
     cuda = torch.cuda.is_available()
     return {
         "python": sys.version.split()[0],

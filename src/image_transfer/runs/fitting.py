@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from image_transfer.runs.environment import ENVIRONMENT_FILE, environment
 from image_transfer.runs.feature_mode import feature_views
 from image_transfer.runs.imbalance import warn_if_imbalanced
 from image_transfer.runs.outputs import save_test_predictions, scalar_metrics, write_metrics
-from image_transfer.runs.ranks import is_rank_zero
+from image_transfer.runs.ranks import is_rank_zero, leave_process_group
 from image_transfer.runs.resume import CONFIG_FILE, resume_checkpoint
 from image_transfer.runs.trackers import build_loggers, finish_run, start_trackers
 
@@ -104,11 +103,7 @@ def fit(cfg: DictConfig, restart: bool = False, parent: list = ()) -> dict:
 
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if trainer.world_size > 1 and torch.distributed.is_initialized():
-        # Done with the other ranks: metrics computed from here on (the test's) must not wait to sync with them.
-        # The group's store, served by rank 0 on MASTER_PORT, outlives it in reference cycles until collected; the
-        # next fit in these processes (the next fold) would then rendezvous through the old store and hang.
-        torch.distributed.destroy_process_group()
-        gc.collect()
+        leave_process_group()  # metrics computed from here on (the test's) must not wait to sync with other ranks
     if not rank_zero:
         return {}  # rank 0 tests the best checkpoint and writes the outputs
     metrics = scalar_metrics(trainer.callback_metrics)
