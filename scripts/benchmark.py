@@ -1,6 +1,6 @@
 """Speed and memory of the data path: each comparison measured side by side in one run on the real data.
 
-    python scripts/benchmark.py [--out PATH] [--only loader frozen_recipe scale gpu] [OVERRIDE ...]
+    python scripts/benchmark.py [--out PATH] [--only loader,frozen_recipe,scale,gpu,onnx] [OVERRIDE ...]
 
 - loader: training images per second of a PIL + DataLoader baseline against the decoded-image cache, both with the
   light augmentation, the same workers and batch size, interleaved --repeats times (medians). The baseline is
@@ -9,9 +9,9 @@
 - frozen_recipe: the frozen EfficientNet-Lite0 recipe (experiment=lite0_frozen, no augmentation) for
   --frozen-epochs epochs with the backbone run every epoch (data.feature_cache=false) against the feature cache
   (built cold by this run): each run's own wall time (metrics.json wall_time_s) and val/acc.
-- scale: a synthetic data set of --scale-images images written by the script: decoding it into the cache (time,
-  size on disk), and the peak resident memory of one training epoch through the disk cache against the in-memory
-  path (data.image_cache=false), each in a fresh process, at a quarter of the images and at all of them.
+- scale: synthetic data sets of each of the --scale-images sizes, written by the script: decoding each into the
+  cache (time, size on disk), and the peak resident memory of one training epoch through the disk cache against the
+  in-memory path (data.image_cache=false), each in a fresh process.
 - gpu: on a CUDA GPU, fine-tuning images per second in fp32 against bf16-mixed with channels_last (and with
   torch.compile), peak GPU memory and the share of step time spent waiting for data; otherwise why it was skipped.
 - onnx: the default model (EfficientNet-Lite0 and its head) exported to ONNX, run by ONNX Runtime against PyTorch on
@@ -58,22 +58,40 @@ from image_transfer.runs.run_dirs import claim_new_dir
 PARTS = ("loader", "frozen_recipe", "scale", "gpu", "onnx")
 
 
-def main() -> None:
+# Lists are comma-separated: a list option taking several words would also take the train overrides after it.
+def part_names(text: str) -> list[str]:
+    names = text.split(",")
+    if unknown := [name for name in names if name not in PARTS]:
+        raise argparse.ArgumentTypeError(f"unknown part {', '.join(unknown)}: the parts are {','.join(PARTS)}")
+    return names
+
+
+def sizes(text: str) -> list[int]:
+    return [int(size) for size in text.split(",")]
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="benchmark.json (default: in logs/benchmark/runs/<time>/)")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument(
+        "--only", type=part_names, default=list(PARTS), help=f"parts, comma-separated: {','.join(PARTS)}"
+    )
     parser.add_argument(
         "--workers", type=int, default=0, help="loader: DataLoader workers of both sides (0: as training on a CPU)"
     )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="loader: epochs of each side, interleaved")
     parser.add_argument("--frozen-epochs", type=int, default=30)
-    parser.add_argument("--scale-images", type=int, default=20_000)
+    parser.add_argument("--scale-images", type=sizes, default=[5_000, 20_000], help="scale: sizes, e.g. 5000,20000")
     parser.add_argument("--gpu-epochs", type=int, default=3)
     parser.add_argument("--onnx-repeats", type=int, default=30)
     parser.add_argument("--epoch-rss", nargs=3, metavar=("ROOT", "CACHE", "CACHE_DIR"), help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="train config overrides, e.g. data.root=/path/to/data")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main() -> None:
+    args = arguments()
     keep_freed_memory()  # as the entry points do: CPU inference and training page-fault less
     if args.epoch_rss:  # the child process of the scale part
         print(json.dumps(epoch_memory(*args.epoch_rss, batch_size=args.batch_size)))
@@ -209,10 +227,10 @@ def train_run(directory: Path, overrides: list[str]) -> dict:
 def scale(args, scratch: Path, run_dir: Path) -> dict:
     images = scratch / "synthetic" / "images"
     start = time.perf_counter()
-    names = write_synthetic_images(images, args.scale_images)
+    names = write_synthetic_images(images, max(args.scale_images))
     written_s = time.perf_counter() - start
     rows = []
-    for count in (args.scale_images // 4, args.scale_images):
+    for count in args.scale_images:
         root = scratch / "synthetic" / str(count)
         root.mkdir()
         (root / "images").symlink_to(images)

@@ -23,17 +23,33 @@ def benchmark(tmp_path, *arguments: str) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.slow  # timing loaders; a process per cache mode and size
+def test_list_options_leave_the_overrides_after_them_to_the_training_runs():
+    """The command the GPU part is run with: `--only gpu` must not take the override after it."""
+    args = benchmark_script.arguments(["--only", "gpu", "data.batch_size=128", "--scale-images", "5000,20000"])
+    assert args.only == ["gpu"] and args.overrides == ["data.batch_size=128"] and args.scale_images == [5000, 20000]
+    assert benchmark_script.arguments(["--only", "loader,scale"]).only == ["loader", "scale"]
+    with pytest.raises(SystemExit) as refused:
+        benchmark_script.arguments(["--only", "loader,gpus"])
+    assert refused.value.code == 2
+
+
+@pytest.mark.slow  # timing loaders; a process per cache mode
 def test_loader_scale_and_gpu_figures(made_up_data, tmp_path):
     results = benchmark(
         tmp_path,
-        "--only", "loader", "scale", "gpu", "--repeats", "1", "--scale-images", "40", f"data.root={made_up_data.root}",
-    )  # fmt: skip
+        "--only",
+        "loader,scale,gpu",
+        "--repeats",
+        "1",
+        "--scale-images",
+        "40",
+        f"data.root={made_up_data.root}",
+    )
     loader = results["loader"]
     assert loader["images"] == made_up_data.rows and loader["augment"] == "light"
     assert loader["speedup"] == pytest.approx(loader["cache_images_per_s"] / loader["pil_images_per_s"], rel=0.01)
     sizes = results["scale"]["sizes"]
-    assert [row["images"] for row in sizes] == [10, 40]
+    assert [row["images"] for row in sizes] == [40]
     for row in sizes:
         assert row["cache_mb_on_disk"] > 0 and row["decode_into_cache_s"] >= 0
         assert row["cache_peak_rss_mb"] > 0 and row["memory_peak_rss_mb"] > 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+from omegaconf import OmegaConf
 
 from image_transfer import PROJECT_ROOT
 from image_transfer import train as train_module
@@ -37,41 +38,44 @@ def names_tested(run_dir) -> list[str]:
     return [row["image_names"] for row in read_csv(run_dir / "test_predictions.csv")]
 
 
-# Each strategy trains in DDP somewhere in this file: frozen and gradual (with EMA) here, full in cross-validation,
-# freeze_unfreeze (the default) in the sweep. Every rank process costs seconds of imports.
-STRATEGIES = {
-    "frozen": ["finetune=frozen", "data.augment=none"],  # cached features, each rank reading the one cache entry
-    "gradual_ema": ["finetune=gradual", "finetune.unfreeze_at_epochs=[1,2]", "callbacks=ema"],  # 2 unfreezes, EMA
-}
+# Each strategy trains in DDP somewhere in this file: gradual (with EMA) in its own run, frozen and freeze_unfreeze (the
+# default, unfreezing in its last epoch) as the two jobs of the sweep with spawn, full in cross-validation. Every rank
+# process costs seconds of imports.
 EPOCHS = "trainer.max_epochs=3"
+GRADUAL_EMA = ["finetune=gradual", "finetune.unfreeze_at_epochs=[1,2]", "callbacks=ema"]  # 2 unfreezes, EMA
+SWEPT = ["finetune=frozen,freeze_unfreeze", "data.augment=none"]  # frozen: each rank reads the one feature cache entry
 
 
 @pytest.fixture(scope="module")
 def strategy_run(made_up_data, tmp_path_factory) -> Callable[[str], Path]:
     """The run dir of a strategy's DDP run, trained on first use: the SIGTERM test's killed and resumed run must end
-    as gradual_ema's uninterrupted one."""
-    runs = {}
+    as gradual_ema's uninterrupted one; the sweep's jobs are frozen's and freeze_unfreeze's."""
+    runs, data = {}, f"data.root={made_up_data.root}"
 
     def run_dir(strategy: str) -> Path:
-        if strategy not in runs:
+        if strategy not in runs and strategy == "gradual_ema":
             runs[strategy] = tmp_path_factory.mktemp(strategy) / "run"
-            data = f"data.root={made_up_data.root}"
-            run(*SMALL, data, EPOCHS, *STRATEGIES[strategy], f"hydra.run.dir={runs[strategy]}")
+            run(*SMALL, data, EPOCHS, *GRADUAL_EMA, f"hydra.run.dir={runs[strategy]}")
+        elif strategy not in runs:
+            sweep = tmp_path_factory.mktemp("sweep")
+            run("-m", *SMALL, data, EPOCHS, *SWEPT, "trainer.strategy.start_method=spawn", f"hydra.sweep.dir={sweep}")
+            runs.update(frozen=sweep / "0", freeze_unfreeze=sweep / "1")
         return runs[strategy]
 
     return run_dir
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("strategy", ["frozen", "freeze_unfreeze", "gradual_ema"])
 def test_finetune_strategies_train_and_test_every_image_once(made_up_data, strategy_run, tmp_path, strategy):
     run_dir, data = strategy_run(strategy), f"data.root={made_up_data.root}"
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").finetune.strategy == strategy.removesuffix("_ema")
     validated = [row["image_names"] for row in read_csv(run_dir / "val_split.csv")]
     assert sorted(names_tested(run_dir)) == sorted(validated) and len(set(validated)) == len(validated)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs"] == 3 and metrics["best_ckpt"].endswith("best.ckpt")
-    # Rank 1 trained too (its own log), but wrote no outputs.
-    rank1 = (run_dir / "train_ddp_process_1.log").read_text()
-    assert "metrics written" not in rank1 and "metrics written" in (run_dir / "train.log").read_text()
+    assert metrics["epochs"] == 3 and metrics["best_ckpt"].endswith("best.ckpt") and metrics["device"][:4] == "2 x "
+    assert "metrics written" in (run_dir / "train.log").read_text()
+    if strategy == "gradual_ema":  # started by popen, rank 1 has its own log: it trained too, but wrote no outputs
+        assert "metrics written" not in (run_dir / "train_ddp_process_1.log").read_text()
     single = evaluate(compose_config("eval", tmp_path / "eval", [f"ckpt_path={metrics['best_ckpt']}", data]))
     assert single["test/acc"] == metrics["test/acc"]
     assert single["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
@@ -109,17 +113,16 @@ def test_cross_validation_fits_every_fold_in_the_same_ranks(made_up_data, tmp_pa
     assert len(metrics["fold_ckpts"]) == 2 and metrics["device"].startswith("2 x ")
 
 
-def test_a_sweep_refuses_ddp_that_relaunches_the_script_and_runs_with_spawn(made_up_data, tmp_path, capsys):
-    common = [*SMALL, f"data.root={made_up_data.root}", "trainer.max_epochs=1", "seed=1,2"]
+def test_a_sweep_refuses_ddp_that_relaunches_the_script_and_runs_with_spawn(
+    made_up_data, strategy_run, tmp_path, capsys
+):
+    common = [*SMALL, f"data.root={made_up_data.root}", EPOCHS, *SWEPT]
     with pytest.raises(SystemExit) as refused:  # refused before any rank starts: in this process
         run_entry_point(train_module.main, "-m", *common, f"hydra.sweep.dir={tmp_path / 'popen'}")
     assert refused.value.code == 1 and "every rank would start the sweep again" in capsys.readouterr().err
     assert not list((tmp_path / "popen").glob("*/checkpoints"))  # nothing trained
-    run("-m", *common, "trainer.strategy.start_method=spawn", f"hydra.sweep.dir={tmp_path / 'spawn'}")
-    for job in ("0", "1"):
-        job_dir = tmp_path / "spawn" / job
-        validated = [row["image_names"] for row in read_csv(job_dir / "val_split.csv")]
-        assert sorted(names_tested(job_dir)) == sorted(validated)
+    sweep = strategy_run("frozen").parent  # the same sweep with spawn (the strategies test checks its jobs' outputs)
+    assert sorted(job.parent.name for job in sweep.glob("*/metrics.json")) == ["0", "1"]
 
 
 def rank_pid(launcher_pid: int, rank: int) -> int:
@@ -157,7 +160,7 @@ def test_sigterm_to_either_rank_stops_every_rank_and_resume_continues_exactly(ma
     """Rank 1 is signalled once the first epoch's checkpoint is written, rank 0 once the resumed run writes its next
     one (the last epoch then stops at its first batch, or as training ends); resumed again, with the unfreezes and
     the EMA weights, the run ends as the uninterrupted one."""
-    common = [*SMALL, f"data.root={made_up_data.root}", EPOCHS, *STRATEGIES["gradual_ema"]]
+    common = [*SMALL, f"data.root={made_up_data.root}", EPOCHS, *GRADUAL_EMA]
     whole, killed = strategy_run("gradual_ema"), tmp_path / "killed"
     command = [sys.executable, "-m", "image_transfer.train", *common, f"hydra.run.dir={killed}"]
     for signalled, extra in ((1, []), (0, [f"resume={killed}"])):

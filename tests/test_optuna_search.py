@@ -178,7 +178,7 @@ def test_two_workers_with_one_storage_run_n_trials_between_them(made_up_data, tm
 @pytest.mark.slow  # the README's search, on the real data (processes run searches in the test above)
 def test_lite0_search_and_its_continuation(shared_data, tmp_path):
     sweep_dir = tmp_path / "search"
-    search = ["-m", "hparams_search=lite0_optuna", "data.subset=120", "trainer.max_epochs=1", NO_PICTURES]
+    search = ["-m", "hparams_search=lite0_optuna", "data.subset=48", "trainer.max_epochs=1", NO_PICTURES]
     search += [f"data.root={shared_data}", f"hydra.sweep.dir={sweep_dir}"]
     run_entry_point(train_module.main, *search, "hydra.sweeper.n_trials=2")
     assert len(read_trials(sweep_dir)) == 2

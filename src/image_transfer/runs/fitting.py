@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from image_transfer.callbacks.finetune_config import finetune
+from image_transfer.callbacks.trained_progress import TrainedProgress, trained_progress
 from image_transfer.data.audit import duplicate_summary
 from image_transfer.errors import ConfigError
 from image_transfer.files import write_atomically, write_json
@@ -90,7 +91,7 @@ def fit(cfg: DictConfig, restart: bool = False, parent: list = ()) -> dict:
     datamodule.serve_features(feature_views(cfg), model)
     trainer = build_trainer(
         cfg,
-        first_callbacks=[finetune(cfg).schedule()],
+        first_callbacks=[finetune(cfg).schedule(), TrainedProgress()],
         loggers=build_loggers(cfg, parent),
         **({} if datamodule.validates else {"limit_val_batches": 0, "num_sanity_val_steps": 0}),
     )
@@ -106,6 +107,7 @@ def fit(cfg: DictConfig, restart: bool = False, parent: list = ()) -> dict:
         leave_process_group()  # metrics computed from here on (the test's) must not wait to sync with other ranks
     if not rank_zero:
         return {}  # rank 0 tests the best checkpoint and writes the outputs
+    epochs, steps = trained_progress(trainer)
     metrics = scalar_metrics(trainer.callback_metrics)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     tester = build_tester(cfg, trainer.loggers) if trainer.world_size > 1 else trainer
@@ -123,12 +125,12 @@ def fit(cfg: DictConfig, restart: bool = False, parent: list = ()) -> dict:
     metrics["data/skipped_images"] = len(datamodule.skipped_images)
     metrics |= {
         "best_ckpt": best,
-        "epochs": trainer.current_epoch,
+        "epochs": epochs,
         "device": device_name(trainer),
         "wall_time_s": round(time.perf_counter() - start, 1),
     } | tracked
     write_metrics(output_dir, metrics)
-    finish_run(trainer.loggers, cfg, metrics, step=trainer.global_step)
+    finish_run(trainer.loggers, cfg, metrics, step=steps)
     return metrics
 
 
