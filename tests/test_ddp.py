@@ -53,10 +53,12 @@ def strategy_run(made_up_data, tmp_path_factory) -> Callable[[str], Path]:
     runs, data = {}, f"data.root={made_up_data.root}"
 
     def run_dir(strategy: str) -> Path:
-        if strategy not in runs and strategy == "gradual_ema":
+        if strategy in runs:
+            return runs[strategy]
+        if strategy == "gradual_ema":
             runs[strategy] = tmp_path_factory.mktemp(strategy) / "run"
             run(*SMALL, data, EPOCHS, *GRADUAL_EMA, f"hydra.run.dir={runs[strategy]}")
-        elif strategy not in runs:
+        else:
             sweep = tmp_path_factory.mktemp("sweep")
             run("-m", *SMALL, data, EPOCHS, *SWEPT, "trainer.strategy.start_method=spawn", f"hydra.sweep.dir={sweep}")
             runs.update(frozen=sweep / "0", freeze_unfreeze=sweep / "1")
